@@ -1,0 +1,1 @@
+"""Operators: scaffolding of kopf-based Python operator projects (Operator = CRD + controller)."""
