@@ -1,0 +1,79 @@
+"""Output formatting for every command, in one place (as crictl keeps its in one shared file).
+
+Commands hand over plain data: a list of row dicts for listings, or any JSON-able object for
+``inspect``-style output. ``-o table|json|yaml`` (and ``-q`` ids only) mean the same everywhere.
+rich is imported only when a table is drawn, so machine-readable output stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+
+class Format(StrEnum):
+    """The values of ``-o/--output``."""
+
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+def dump_json(obj: Any, indent: int = 2) -> str:
+    return json.dumps(obj, indent=indent, sort_keys=False, default=str)
+
+
+def dump_yaml(obj: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+
+
+def render(
+    data: Any,
+    fmt: Format | str = Format.table,
+    columns: Sequence[tuple[str, str]] | None = None,
+    quiet_key: str | None = None,
+    quiet: bool = False,
+) -> None:
+    """Print ``data`` in ``fmt``.
+
+    ``columns`` is a list of (row key, header) for tables of row dicts; with ``quiet``, only the
+    value of ``quiet_key`` of each row is printed, one per line (crictl's ``-q``).
+    """
+    fmt = Format(fmt)
+    out = sys.stdout
+    if quiet and quiet_key is not None:
+        for row in data:
+            out.write(f"{row[quiet_key]}\n")
+        return
+    if fmt is Format.json:
+        out.write(dump_json(data) + "\n")
+    elif fmt is Format.yaml:
+        out.write(dump_yaml(data))
+    elif columns is None:
+        out.write(dump_json(data) + "\n")
+    else:
+        table(data, columns)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    """A borderless table in crictl's style: upper-case headers, columns padded with spaces."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=box.SIMPLE_HEAD if sys.stdout.isatty() else None, show_edge=False, pad_edge=False,
+              header_style="bold" if sys.stdout.isatty() else "")
+    for _, header in columns:
+        t.add_column(header.upper(), no_wrap=True, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if row.get(key) is None else str(row.get(key)) for key, _ in columns))
+    Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096).print(t)
+
+
+def error(message: str) -> None:
+    sys.stderr.write(f"Error: {message}\n")
