@@ -1,0 +1,1 @@
+"""Generated code of the CRI API, proto package ``runtime``."""
