@@ -42,9 +42,8 @@ _GRPC_VERSION = re.compile(r"^GRPC_GENERATED_VERSION = '([^']+)'$", re.M)
 
 def generate(out_root: str) -> dict[str, str]:
     """Run protoc on the proto into ``out_root``; return the generated files' text by file name."""
-    from grpc_tools import protoc  # the test extra; only this command needs it
-
     import grpc_tools
+    from grpc_tools import protoc  # the test extra; only this command needs it
 
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     args = [
