@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
+import re
 from typing import Any
 
 from k8sx.errors import K8sxError
@@ -216,3 +218,18 @@ def convert_result(result: dict[str, Any], to_version: str) -> dict[str, Any]:
     else:
         out = mid
     return {"cniVersion": to_version, **out}
+
+
+_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def go_json(obj: Any) -> bytes:
+    """``obj`` encoded as Go's ``json.Marshal`` encodes a ``map[string]interface{}``.
+
+    Compact, keys sorted at every level, non-ASCII kept as UTF-8, and ``<``, ``>``, ``&``, U+2028 and
+    U+2029 escaped. libcni builds every plugin's stdin and its cache file this way, so files and
+    stdin written by k8sx are byte-for-byte what containerd or cnitool write.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text).encode()
