@@ -1,12 +1,55 @@
-"""``ImageStore``: the images a node has, their metadata and the content/snapshots they hold.
+"""``ImageStore``: the images a node has, their names, and the content and snapshots they hold.
 
-WIP skeleton so the CRI servicer can code against the interface; the implementation follows.
+Metadata lives in SQLite (``<root>/images.db``, WAL): one transaction commits an image with its names,
+blobs and snapshots, so an image is either fully there or absent. Removal deletes the rows and then
+sweeps: a blob or snapshot that no remaining image references is deleted, so exactly the unshared
+parts are freed. Pulls and imports hold ``gc.lock`` shared; the sweep holds it exclusively, so it never
+deletes what an in-flight pull just wrote. Opening the store (when nobody else holds the lock) drops
+what a killed pull left behind: ingest files, half-built snapshots, and complete blobs/snapshots that
+no image references. Several processes may use one root at once (the server and ``k8sx runtime import``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import tarfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
+
+from k8sx.cri.images import registry as reg
+from k8sx.cri.images.content import ContentStore, flocked
+from k8sx.cri.images.errors import ArchiveError, DigestMismatch, ImageNotFound, InvalidReference, RegistryError
+from k8sx.cri.images.reference import Reference, looks_like_reference, parse
+from k8sx.cri.images.snapshots import SnapshotStore, chain_ids
+from k8sx.cri.images.unpack import unpack_layer
+
+DEFAULT_ROOT = "/var/lib/k8sx/images"
+PARALLEL_LAYERS = 4
+LAYER_TYPES = (
+    reg.MT_OCI_LAYER, reg.MT_OCI_LAYER_GZIP, reg.MT_DOCKER_LAYER_GZIP,
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+)
+_HEX = re.compile(r"^[0-9a-f]{1,64}$")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL, size INTEGER NOT NULL, config TEXT NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0, created_ns INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS refs (name TEXT PRIMARY KEY, image_id TEXT NOT NULL, is_digest INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS image_blobs (image_id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, digest));
+CREATE TABLE IF NOT EXISTS image_snapshots (image_id TEXT NOT NULL, idx INTEGER NOT NULL, chain_id TEXT NOT NULL,
+    PRIMARY KEY (image_id, idx));
+"""
 
 
 @dataclass
@@ -33,6 +76,7 @@ class Image:
     username: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     pinned: bool = False
+    manifest_digest: str = ""
 
 
 @dataclass
@@ -45,28 +89,391 @@ class FsUsage:
     timestamp_ns: int
 
 
-class ImageStore:
-    def __init__(self, root: str, registries_config: str | None = None) -> None:
-        self.root = root
-        self.registries_config = registries_config
+def user_of(config: dict[str, Any]) -> tuple[int | None, str]:
+    """CRI's ``uid``/``username`` from the config's ``User`` (``"1000:50"`` -> uid 1000; ``"www-data"`` -> name)."""
+    user = ((config.get("config") or {}).get("User") or "").split(":", 1)[0]
+    if not user:
+        return None, ""
+    if user.isdigit():
+        return int(user), ""
+    return None, user
 
-    def pull(self, ref: str, auth: Auth | None = None) -> Image:
-        raise NotImplementedError
+
+@dataclass
+class _Source:
+    """Where an image's blobs come from while installing it: a registry pull or an archive."""
+
+    fetch: Callable[[dict[str, Any], BinaryIO], None]
+    tags: list[str]
+    digest_names: list[str]
+    extra_blobs: list[tuple[str, bytes]]  # (digest, body) of manifests/indexes above the image manifest
+
+
+class ImageStore:
+    """Images under ``root`` (default ``/var/lib/k8sx/images``), pulled with ``registries_config`` (certs.d dir)."""
+
+    def __init__(self, root: str, registries_config: str | None = None, docker_config: str | None = None,
+                 platform: dict[str, str] | None = None) -> None:
+        self.root = os.path.abspath(root)
+        os.makedirs(self.root, exist_ok=True)
+        self.content = ContentStore(self.root)
+        self.snapshots = SnapshotStore(self.root)
+        self.client = reg.RegistryClient(reg.HostsConfig(registries_config), docker_config, platform)
+        self._gc_lock = os.path.join(self.root, "locks", "gc")
+        self._db_path = os.path.join(self.root, "images.db")
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        self.recover()
+
+    # ---- plumbing --------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self._db_path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            yield db
+        finally:
+            db.close()
+
+    def recover(self) -> bool:
+        """Drop leftovers of killed pulls (if no one else is pulling now); True when it ran."""
+        with flocked(self._gc_lock, blocking=False) as got:
+            if not got:
+                return False
+            self.content.clean_ingest()
+            self.snapshots.clean_tmp()
+            self._sweep()
+            return True
+
+    def _sweep(self) -> None:
+        """Delete blobs and snapshots that no image references (caller holds the gc lock exclusively)."""
+        with self._db() as db:
+            blobs = {r[0] for r in db.execute("SELECT DISTINCT digest FROM image_blobs")}
+            snaps = {r[0] for r in db.execute("SELECT DISTINCT chain_id FROM image_snapshots")}
+        for d in self.content.all():
+            if d not in blobs:
+                self.content.delete(d)
+        for c in self.snapshots.all():
+            if c not in snaps:
+                self.snapshots.delete(c)
+
+    def _image(self, db: sqlite3.Connection, image_id: str) -> Image | None:
+        row = db.execute("SELECT id, manifest_digest, size, config, pinned FROM images WHERE id=?",
+                         (image_id,)).fetchone()
+        if not row:
+            return None
+        config = json.loads(row[3])
+        uid, username = user_of(config)
+        tags, digests = [], []
+        for name, is_digest in db.execute("SELECT name, is_digest FROM refs WHERE image_id=? ORDER BY name",
+                                          (image_id,)):
+            (digests if is_digest else tags).append(name)
+        return Image(row[0], tags, digests, row[2], uid, username, config, bool(row[4]), row[1])
+
+    def _resolve_id(self, db: sqlite3.Connection, ref_or_id: str) -> str | None:
+        text = ref_or_id.strip()
+        if not text:
+            return None
+        hexpart = text[7:] if text.startswith("sha256:") else text
+        if len(hexpart) == 64 and _HEX.match(hexpart):
+            row = db.execute("SELECT id FROM images WHERE id=?", ("sha256:" + hexpart,)).fetchone()
+            if row:
+                return row[0]
+        if looks_like_reference(text):
+            row = db.execute("SELECT image_id FROM refs WHERE name=?", (str(parse(text)),)).fetchone()
+            if row:
+                return row[0]
+        if _HEX.match(hexpart):
+            rows = db.execute("SELECT id FROM images WHERE id LIKE ?", (f"sha256:{hexpart}%",)).fetchall()
+            if len(rows) == 1:
+                return rows[0][0]
+        return None
+
+    # ---- queries ---------------------------------------------------------------------------------------
 
     def list(self) -> list[Image]:
-        raise NotImplementedError
+        with self._db() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM images ORDER BY created_ns")]
+            return [img for i in ids if (img := self._image(db, i))]
 
     def get(self, ref_or_id: str) -> Image | None:
-        raise NotImplementedError
-
-    def remove(self, ref_or_id: str) -> bool:
-        raise NotImplementedError
-
-    def fs_info(self) -> FsUsage:
-        raise NotImplementedError
-
-    def import_archive(self, path: str) -> list[Image]:
-        raise NotImplementedError
+        """An image by id, id prefix (unambiguous), ``name:tag`` or ``name@digest`` (short names normalised)."""
+        with self._db() as db:
+            image_id = self._resolve_id(db, ref_or_id)
+            return self._image(db, image_id) if image_id else None
 
     def layers(self, image_id: str) -> list[str]:
-        raise NotImplementedError
+        """The image's unpacked layer directories, lowest first (reverse them for overlay's ``lowerdir``)."""
+        with self._db() as db:
+            resolved = self._resolve_id(db, image_id)
+            if not resolved:
+                raise ImageNotFound(f"image {image_id!r} not found")
+            rows = db.execute("SELECT chain_id FROM image_snapshots WHERE image_id=? ORDER BY idx", (resolved,))
+            return [self.snapshots.path(r[0]) for r in rows]
+
+    def fs_info(self) -> FsUsage:
+        """Bytes and inodes used by the store (hardlinked inodes counted once)."""
+        seen: set[tuple[int, int]] = set()
+        used = 0
+        for top in (self.content.blob_dir, self.snapshots.dir):
+            for dirpath, dirnames, filenames in os.walk(top):
+                for n in dirnames + filenames:
+                    try:
+                        st = os.lstat(os.path.join(dirpath, n))
+                    except OSError:
+                        continue
+                    key = (st.st_dev, st.st_ino)
+                    if key not in seen:
+                        seen.add(key)
+                        used += st.st_blocks * 512
+        return FsUsage(self.root, used, len(seen), time.time_ns())
+
+    # ---- changes ---------------------------------------------------------------------------------------
+
+    def set_pinned(self, ref_or_id: str, pinned: bool = True) -> bool:
+        """Mark an image pinned (the sandbox image, as containerd does); False when absent."""
+        with self._db() as db:
+            image_id = self._resolve_id(db, ref_or_id)
+            if not image_id:
+                return False
+            db.execute("UPDATE images SET pinned=? WHERE id=?", (int(pinned), image_id))
+            return True
+
+    def remove(self, ref_or_id: str) -> bool:
+        """Remove the image (all its names) and free the blobs and snapshots no other image uses."""
+        with flocked(self._gc_lock):
+            with self._db() as db:
+                image_id = self._resolve_id(db, ref_or_id)
+                if not image_id:
+                    return False
+                db.execute("BEGIN IMMEDIATE")
+                for table in ("refs", "image_blobs", "image_snapshots"):
+                    db.execute(f"DELETE FROM {table} WHERE image_id=?", (image_id,))
+                db.execute("DELETE FROM images WHERE id=?", (image_id,))
+                db.execute("COMMIT")
+            self._sweep()
+        return True
+
+    def pull(self, ref: str, auth: Auth | None = None) -> Image:
+        """Pull ``ref`` for this platform, verify every digest, unpack its layers; returns the image."""
+        r = parse(ref)
+        creds = reg.Credentials.from_auth(auth)
+        with flocked(self._gc_lock, shared=True):
+            res = self.client.resolve(r, creds)
+
+            def fetch(desc: dict[str, Any], out: BinaryIO) -> None:
+                self.client.fetch_blob(r, res.endpoint, desc["digest"], out, creds)
+
+            extra = [(res.top_digest, res.top_body)] if res.top_digest != res.manifest_digest else []
+            source = _Source(fetch, [r.with_tag()] if r.tag and not r.digest else [],
+                             [r.with_digest(res.top_digest)], extra)
+            return self._install(res.manifest_digest, res.manifest_body, source)
+
+    def _install(self, manifest_digest: str, manifest_body: bytes, source: _Source) -> Image:
+        """Fetch config and layers of one image manifest, unpack them, and commit the image (gc lock held)."""
+        manifest = json.loads(manifest_body)
+        cfg_desc = manifest.get("config") or {}
+        if cfg_desc.get("mediaType") not in (reg.MT_OCI_CONFIG, reg.MT_DOCKER_CONFIG, None):
+            raise RegistryError(f"not a container image: config media type {cfg_desc.get('mediaType')!r}")
+        layers = manifest.get("layers") or []
+        for d in layers:
+            if d.get("mediaType") not in LAYER_TYPES:
+                raise RegistryError(f"unsupported layer media type {d.get('mediaType')!r}")
+
+        def blob(desc: dict[str, Any]) -> str:
+            digest = desc.get("digest", "")
+            size = desc.get("size")
+            return reg.with_retries(lambda: self.content.ensure(digest, lambda f: source.fetch(desc, f), size))[0]
+
+        for digest, body in source.extra_blobs:
+            self.content.put_bytes(body, digest)
+        self.content.put_bytes(manifest_body, manifest_digest)
+        with open(blob(cfg_desc), "rb") as f:
+            config = json.load(f)
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        if len(diff_ids) != len(layers):
+            raise DigestMismatch(f"image config lists {len(diff_ids)} diff ids for {len(layers)} layers")
+        chains = chain_ids(diff_ids)
+
+        def layer(i: int) -> None:
+            if self.snapshots.exists(chains[i]):
+                return
+            path = blob(layers[i])
+            self.snapshots.ensure(chains[i], lambda dest: unpack_layer(path, dest, diff_ids[i]))
+
+        with ThreadPoolExecutor(max_workers=PARALLEL_LAYERS) as pool:
+            for fut in [pool.submit(layer, i) for i in range(len(layers))]:
+                fut.result()
+
+        image_id = cfg_desc["digest"]
+        size = len(manifest_body) + int(cfg_desc.get("size") or 0) + sum(int(d.get("size") or 0) for d in layers)
+        blobs = {d for d, _ in source.extra_blobs} | {manifest_digest, image_id} | {d["digest"] for d in layers}
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR IGNORE INTO images (id, manifest_digest, size, config, created_ns) "
+                       "VALUES (?,?,?,?,?)", (image_id, manifest_digest, size, json.dumps(config), time.time_ns()))
+            db.execute("UPDATE images SET manifest_digest=?, size=? WHERE id=?", (manifest_digest, size, image_id))
+            for d in blobs:
+                db.execute("INSERT OR IGNORE INTO image_blobs VALUES (?,?)", (image_id, d))
+            for i, c in enumerate(chains):
+                db.execute("INSERT OR REPLACE INTO image_snapshots VALUES (?,?,?)", (image_id, i, c))
+            for name in source.tags:
+                db.execute("INSERT OR REPLACE INTO refs VALUES (?,?,0)", (name, image_id))
+            for name in source.digest_names:
+                db.execute("INSERT OR REPLACE INTO refs VALUES (?,?,1)", (name, image_id))
+            db.execute("COMMIT")
+            img = self._image(db, image_id)
+        assert img is not None
+        return img
+
+    # ---- import ----------------------------------------------------------------------------------------
+
+    def import_archive(self, path: str) -> list[Image]:
+        """Import an OCI layout (directory or tar) or a docker-archive tar (``docker save``); returns the images."""
+        if not os.path.exists(path):
+            raise ArchiveError(f"{path}: no such file")
+        with flocked(self._gc_lock, shared=True), _Archive(path) as ar:
+            if ar.has("oci-layout") and ar.has("index.json"):
+                return self._import_oci(ar)
+            if ar.has("manifest.json"):
+                return self._import_docker(ar)
+            raise ArchiveError(f"{path}: neither an OCI layout (oci-layout, index.json) nor a docker archive "
+                               "(manifest.json)")
+
+    def _import_oci(self, ar: _Archive) -> list[Image]:
+        index = ar.json("index.json")
+        out: list[Image] = []
+        for entry in index.get("manifests") or []:
+            ann = entry.get("annotations") or {}
+            name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name") or ""
+            tags = []
+            if name and ("/" in name or ":" in name) and looks_like_reference(name):
+                tags = [str(parse(name))]
+            top_digest = entry["digest"]
+            body = ar.blob(top_digest)
+            extra: list[tuple[str, bytes]] = []
+            mt = entry.get("mediaType") or json.loads(body).get("mediaType")
+            if mt in reg.INDEX_TYPES:
+                extra.append((top_digest, body))
+                chosen = self.client.select_platform(Reference("import", "archive"), json.loads(body))
+                top_digest = chosen["digest"]
+                body = ar.blob(top_digest)
+
+            def fetch(desc: dict[str, Any], f: BinaryIO) -> None:
+                ar.copy_blob(desc["digest"], f)
+
+            out.append(self._install(top_digest, body, _Source(fetch, tags, [], extra)))
+        return out
+
+    def _import_docker(self, ar: _Archive) -> list[Image]:
+        out: list[Image] = []
+        for entry in ar.json("manifest.json"):
+            cfg_name = entry["Config"]
+            cfg = ar.read(cfg_name)
+            layers = []
+            names = {}
+            for lname in entry.get("Layers") or []:
+                h = hashlib.sha256()
+                size = 0
+                with ar.open(lname) as f:
+                    head = f.read(2)
+                    h.update(head)
+                    size += len(head)
+                    while data := f.read(1 << 20):
+                        h.update(data)
+                        size += len(data)
+                digest = "sha256:" + h.hexdigest()
+                names[digest] = lname
+                mt = reg.MT_DOCKER_LAYER_GZIP if head == b"\x1f\x8b" else "application/vnd.docker.image.rootfs.diff.tar"
+                layers.append({"mediaType": mt, "size": size, "digest": digest})
+            manifest = {
+                "schemaVersion": 2, "mediaType": reg.MT_DOCKER_MANIFEST,
+                "config": {"mediaType": reg.MT_DOCKER_CONFIG, "size": len(cfg),
+                           "digest": "sha256:" + hashlib.sha256(cfg).hexdigest()},
+                "layers": layers,
+            }
+            body = json.dumps(manifest, separators=(",", ":")).encode()
+            cfg_digest = manifest["config"]["digest"]
+
+            def fetch(desc: dict[str, Any], f: BinaryIO, names: dict[str, str] = names, cfg_name: str = cfg_name,
+                      cfg_digest: str = cfg_digest) -> None:
+                ar.copy(cfg_name if desc["digest"] == cfg_digest else names[desc["digest"]], f)
+
+            tags = []
+            for t in entry.get("RepoTags") or []:
+                try:
+                    tags.append(str(parse(t)))
+                except InvalidReference as e:
+                    raise ArchiveError(f"docker archive: bad RepoTag {t!r}: {e}") from e
+            digest = "sha256:" + hashlib.sha256(body).hexdigest()
+            out.append(self._install(digest, body, _Source(fetch, tags, [], [])))
+        return out
+
+
+class _Archive:
+    """Read access to an OCI layout or docker archive, as a directory or a (possibly compressed) tar."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tar: tarfile.TarFile | None = None
+        self.members: dict[str, tarfile.TarInfo] = {}
+        if not os.path.isdir(path):
+            try:
+                self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed in __exit__
+            except (tarfile.TarError, OSError) as e:
+                raise ArchiveError(f"{path}: not a tar archive: {e}") from e
+            for m in self.tar.getmembers():
+                self.members[m.name.lstrip("./") if m.name.startswith("./") else m.name] = m
+
+    def __enter__(self) -> _Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tar:
+            self.tar.close()
+
+    def has(self, name: str) -> bool:
+        if self.tar is None:
+            return os.path.isfile(os.path.join(self.path, name))
+        return name in self.members
+
+    def open(self, name: str) -> BinaryIO:
+        if ".." in name.split("/") or name.startswith("/"):
+            raise ArchiveError(f"archive names a file outside itself: {name!r}")
+        if self.tar is None:
+            return open(os.path.join(self.path, name), "rb")
+        m = self.members.get(name)
+        f = self.tar.extractfile(m) if m and m.isreg() else None
+        if f is None:
+            raise ArchiveError(f"{self.path}: {name} missing from the archive")
+        return f  # type: ignore[return-value]
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as f:
+            return f.read()
+
+    def json(self, name: str) -> Any:
+        try:
+            return json.loads(self.read(name))
+        except ValueError as e:
+            raise ArchiveError(f"{self.path}: {name} is not JSON") from e
+
+    def copy(self, name: str, out: BinaryIO) -> None:
+        with self.open(name) as f:
+            while data := f.read(1 << 20):
+                out.write(data)
+
+    def _blob_name(self, digest: str) -> str:
+        algo, _, hexpart = digest.partition(":")
+        return f"blobs/{algo}/{hexpart}"
+
+    def blob(self, digest: str) -> bytes:
+        data = self.read(self._blob_name(digest))
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise DigestMismatch(f"{self.path}: blob {digest} does not match its digest")
+        return data
+
+    def copy_blob(self, digest: str, out: BinaryIO) -> None:
+        self.copy(self._blob_name(digest), out)
