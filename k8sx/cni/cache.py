@@ -67,12 +67,27 @@ class CacheEntry:
         return _go_struct_json(fields)
 
 
+def _makedirs_0700(path: str) -> None:
+    """``mkdir -p`` creating every missing level 0700, as Go's ``os.MkdirAll(path, 0700)`` does
+    (Python's ``makedirs`` applies the mode only to the last level)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+
+
 def write(cache_dir: str, entry: CacheEntry) -> str:
     """Write ``entry`` (directories 0700, file 0600, replaced atomically); returns the path."""
     path = cache_path(cache_dir, entry.network, entry.container_id, entry.ifname)
     directory = os.path.dirname(path)
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        _makedirs_0700(directory)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mkstemp creates it 0600
         try:
             with os.fdopen(fd, "wb") as f:

@@ -9,9 +9,11 @@ of paying for an interpreter start-up, with exactly the same inputs and outputs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -105,6 +107,10 @@ def _run_exec(path: str, plugin: str, env: Mapping[str, str], stdin: bytes) -> b
             raise CNIError(ERR_INTERNAL, f"cannot execute {path}", e.strerror or str(e), plugin=plugin) from None
         break
     if proc.returncode == 0:
+        if proc.stderr:  # informational only; libcni passes it on to the runtime's stderr too
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(proc.stderr)
+                sys.stderr.flush()
         return proc.stdout
     out = proc.stdout.strip()
     err_text = proc.stderr.decode("utf-8", "replace").strip()

@@ -11,3 +11,5 @@ app = typer.Typer(
     help="CNI: add, check and delete pod networks with libcni's semantics; install k8sx's CNI plugins.",
     no_args_is_help=True,
 )
+
+from k8sx.cli.cni import attach, info  # noqa: E402,F401  (verbs register themselves on app)
