@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import socket
 import ssl
 import threading
 import time
@@ -303,6 +304,9 @@ class RegistryClient:
             try:
                 conn.request(method, path or "/", body=body, headers=headers)
                 resp = conn.getresponse()
+            except socket.gaierror as e:
+                conn.close()
+                raise RegistryError(f"{method} {u.scheme}://{u.netloc}{u.path}: cannot resolve host: {e}") from e
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 raise Transient(f"{method} {u.scheme}://{u.netloc}{u.path}: {e}") from e
@@ -442,7 +446,7 @@ class RegistryClient:
         except ValueError as e:
             raise RegistryError(f"manifest {ref.name}:{obj} is not JSON") from e
         mt = doc.get("mediaType") or resp.headers.get("Content-Type", "").split(";")[0]
-        if doc.get("schemaVersion") == 1 or "prettyjws" in mt or mt.endswith("manifest.v1+json"):
+        if doc.get("schemaVersion") == 1 or mt.startswith("application/vnd.docker.distribution.manifest.v1"):
             raise RegistryError(f"{ref.name}:{obj}: Docker schema 1 manifests are not supported")
         if mt not in INDEX_TYPES + MANIFEST_TYPES:
             mt = MT_OCI_INDEX if "manifests" in doc else MT_OCI_MANIFEST if "layers" in doc else mt
