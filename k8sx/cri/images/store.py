@@ -145,7 +145,26 @@ class ImageStore:
             self.content.clean_ingest()
             self.snapshots.clean_tmp()
             self._sweep()
+            self._drop_locks()
             return True
+
+    def _drop_locks(self) -> None:
+        """Remove per-digest lock files (only under the exclusive gc lock: no pull can be holding one)."""
+        lock_dir = os.path.dirname(self._gc_lock)
+        for name in os.listdir(lock_dir):
+            if name.startswith(("blob-", "snap-")):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(lock_dir, name))
+
+    @contextlib.contextmanager
+    def _cleanup_on_failure(self) -> Iterator[None]:
+        """After a failed pull/import, drop what it wrote (unless another pull is running: then the next open)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.recover()
+            raise
 
     def _sweep(self) -> None:
         """Delete blobs and snapshots that no image references (caller holds the gc lock exclusively)."""
@@ -254,13 +273,14 @@ class ImageStore:
                 db.execute("DELETE FROM images WHERE id=?", (image_id,))
                 db.execute("COMMIT")
             self._sweep()
+            self._drop_locks()
         return True
 
     def pull(self, ref: str, auth: Auth | None = None) -> Image:
         """Pull ``ref`` for this platform, verify every digest, unpack its layers; returns the image."""
         r = parse(ref)
         creds = reg.Credentials.from_auth(auth)
-        with flocked(self._gc_lock, shared=True):
+        with self._cleanup_on_failure(), flocked(self._gc_lock, shared=True):
             res = self.client.resolve(r, creds)
 
             def fetch(desc: dict[str, Any], out: BinaryIO) -> None:
@@ -334,7 +354,7 @@ class ImageStore:
         """Import an OCI layout (directory or tar) or a docker-archive tar (``docker save``); returns the images."""
         if not os.path.exists(path):
             raise ArchiveError(f"{path}: no such file")
-        with flocked(self._gc_lock, shared=True), _Archive(path) as ar:
+        with self._cleanup_on_failure(), flocked(self._gc_lock, shared=True), _Archive(path) as ar:
             if ar.has("oci-layout") and ar.has("index.json"):
                 return self._import_oci(ar)
             if ar.has("manifest.json"):
