@@ -1,0 +1,217 @@
+"""Links, addresses and routes over rtnetlink (pyroute2), in the host or in a pod's namespace.
+
+Why this exists: the CNI plugins, the runtime and flannel all need the same handful of netlink
+operations (create a bridge, a veth pair straight into a pod's namespace, hairpin, addresses,
+routes, delete a link and learn its addresses). One :class:`Netlink` per namespace holds one
+socket; the socket is created inside the target namespace by a per-thread ``setns`` (see
+:mod:`k8sx.net.ns`), which avoids pyroute2's fork per namespace. pyroute2 is imported lazily, so
+importing this module costs nothing until a socket is opened.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from k8sx.net import ns
+
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+RTPROT_BOOT = 3
+NETLINK_ROUTE = 0
+
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class NetError(OSError):
+    """A netlink request failed; ``errno`` is the kernel's answer (EEXIST, ENODEV, ...)."""
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    name: str
+    kind: str
+    mac: str
+    mtu: int
+    master: int
+    flags: int
+
+    @property
+    def up(self) -> bool:
+        return bool(self.flags & IFF_UP)
+
+
+@dataclass(frozen=True)
+class Route:
+    dst: IPNetwork
+    gateway: str | None
+    oif: int
+
+
+def _link(msg: Any) -> Link:
+    kind = ""
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is not None:
+        kind = info.get_attr("IFLA_INFO_KIND") or ""
+    return Link(index=msg["index"], name=msg.get_attr("IFLA_IFNAME"), kind=kind,
+                mac=msg.get_attr("IFLA_ADDRESS") or "", mtu=msg.get_attr("IFLA_MTU") or 0,
+                master=msg.get_attr("IFLA_MASTER") or 0, flags=msg["flags"])
+
+
+class Netlink:
+    """An rtnetlink connection bound to one network namespace (fd), or to the caller's."""
+
+    def __init__(self, netns_fd: int | None = None) -> None:
+        from pyroute2 import IPRoute
+
+        if netns_fd is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        else:
+            with ns.entered(netns_fd):
+                sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+        self._ipr = IPRoute(fileno=sock.detach())
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            yield
+        except NetlinkError as exc:
+            raise NetError(exc.code, f"{what}: {exc.args[1] if len(exc.args) > 1 else exc}") from None
+
+    # links ---------------------------------------------------------------------------------------
+    def link(self, name: str | None = None, index: int | None = None) -> Link | None:
+        """The link by name or index, or None."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            msgs = self._ipr.get_links(index) if index is not None else self._ipr.link("get", ifname=name)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise NetError(exc.code, f"get link {name or index}: {exc}") from None
+        return _link(msgs[0]) if msgs else None
+
+    def ensure_bridge(self, name: str, mtu: int = 0, promisc: bool = False,
+                      vlan_filtering: bool = False) -> Link:
+        """The bridge ``name``, created and set up if missing; an existing non-bridge is an error."""
+        br = self.link(name)
+        if br is None:
+            spec: dict[str, Any] = {"ifname": name, "kind": "bridge"}
+            if mtu:
+                spec["mtu"] = mtu
+            if vlan_filtering:
+                spec["br_vlan_filtering"] = 1
+            try:
+                with self._errors(f"create bridge {name}"):
+                    self._ipr.link("add", **spec)
+            except NetError as exc:  # a concurrent ADD created it first
+                if exc.errno != errno.EEXIST:
+                    raise
+            br = self.link(name)
+            if br is None:
+                raise NetError(errno.ENODEV, f"bridge {name} vanished after creation")
+        if br.kind != "bridge":
+            raise NetError(errno.EEXIST, f"{name!r} already exists but is not a bridge")
+        want = br.flags | IFF_UP | (IFF_PROMISC if promisc else 0)
+        if want != br.flags:
+            with self._errors(f"set bridge {name} up"):
+                self._ipr.link("set", index=br.index, state="up", **({"promisc": 1} if promisc else {}))
+            br = self.link(index=br.index) or br
+        return br
+
+    def add_veth(self, name: str, peer: str, peer_netns_fd: int, mtu: int = 0, master: int = 0,
+                 peer_mac: str | None = None) -> Link:
+        """A veth pair: ``name`` here (up, enslaved to ``master``), ``peer`` created in the pod's netns."""
+        peer_spec: dict[str, Any] = {"ifname": peer, "net_ns_fd": peer_netns_fd}
+        spec: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer_spec, "state": "up"}
+        if mtu:
+            spec["mtu"] = mtu
+            peer_spec["mtu"] = mtu
+        if peer_mac:
+            peer_spec["address"] = peer_mac
+        if master:
+            spec["master"] = master
+        with self._errors(f"create veth {name}/{peer}"):
+            self._ipr.link("add", **spec)
+        host = self.link(name)
+        if host is None:
+            raise NetError(errno.ENODEV, f"veth {name} vanished after creation")
+        return host
+
+    def set_hairpin(self, index: int, on: bool = True) -> None:
+        with self._errors("set hairpin"):
+            self._ipr.brport("set", index=index, mode=1 if on else 0)
+
+    def hairpin(self, index: int) -> bool:
+        with self._errors("get bridge port"):
+            msgs = self._ipr.brport("show", index=index)
+        for msg in msgs:
+            info = msg.get_attr("IFLA_PROTINFO")
+            if info is not None:
+                return bool(info.get_attr("IFLA_BRPORT_MODE"))
+        return False
+
+    def set_up(self, index: int, up: bool = True) -> None:
+        with self._errors("set link state"):
+            self._ipr.link("set", index=index, state="up" if up else "down")
+
+    def delete_link(self, index: int) -> None:
+        with self._errors("delete link"):
+            self._ipr.link("del", index=index)
+
+    # addresses -----------------------------------------------------------------------------------
+    def addresses(self, index: int, family: int = 0) -> list[IPInterface]:
+        with self._errors("list addresses"):
+            msgs = self._ipr.get_addr(index=index, family=family) if family else self._ipr.get_addr(index=index)
+        return [ipaddress.ip_interface(f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}") for m in msgs]
+
+    def add_address(self, index: int, addr: IPInterface) -> None:
+        with self._errors(f"add address {addr}"):
+            self._ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+
+    # routes --------------------------------------------------------------------------------------
+    def add_route(self, dst: IPNetwork, gateway: str | None, oif: int) -> None:
+        spec: dict[str, Any] = {"dst": str(dst), "oif": oif, "proto": RTPROT_BOOT}
+        if dst.version == 6:
+            spec["family"] = socket.AF_INET6
+        if gateway:
+            spec["gateway"] = gateway
+        else:
+            spec["scope"] = 253  # link
+        with self._errors(f"add route {dst}"):
+            self._ipr.route("add", **spec)
+
+    def routes(self, oif: int, family: int = socket.AF_INET) -> list[Route]:
+        with self._errors("list routes"):
+            msgs = self._ipr.get_routes(family=family, oif=oif, table=254)
+        out = []
+        for m in msgs:
+            dst = m.get_attr("RTA_DST")
+            zero = "0.0.0.0" if family == socket.AF_INET else "::"
+            out.append(Route(dst=ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}"),
+                             gateway=m.get_attr("RTA_GATEWAY"), oif=m.get_attr("RTA_OIF") or 0))
+        return out
+
+    def route_oif(self, dst: str) -> int:
+        """The outgoing interface index the kernel picks for ``dst`` (``ip route get``)."""
+        with self._errors(f"route get {dst}"):
+            msgs = self._ipr.route("get", dst=dst)
+        return msgs[0].get_attr("RTA_OIF") if msgs else 0
