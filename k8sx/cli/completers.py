@@ -10,44 +10,25 @@ named ``NETWORK`` completes the same way in every command.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 Candidate = tuple[str, str]
 
 
-def kubeconfig_paths(words: list[str]) -> list[str]:
-    """The kubeconfig files kubectl would read: --kubeconfig, else $KUBECONFIG, else ~/.kube/config."""
+def _explicit_kubeconfig(words: list[str]) -> str | None:
     for i, word in enumerate(words):
         if word == "--kubeconfig" and i + 1 < len(words):
-            return [words[i + 1]]
+            return words[i + 1]
         if word.startswith("--kubeconfig="):
-            return [word.split("=", 1)[1]]
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return [p for p in env.split(os.pathsep) if p]
-    return [os.path.join(os.path.expanduser("~"), ".kube", "config")]
+            return word.split("=", 1)[1]
+    return None
 
 
 def _kubeconfig_entries(words: list[str], section: str) -> list[dict[str, Any]]:
-    import yaml
+    from k8sx import kube
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    seen: set[str] = set()
-    out: list[dict[str, Any]] = []
-    for path in kubeconfig_paths(words):
-        try:
-            with open(os.path.expanduser(path), encoding="utf-8") as f:
-                doc = yaml.load(f, Loader=loader) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        for entry in doc.get(section) or []:
-            name = entry.get("name") if isinstance(entry, dict) else None
-            if isinstance(name, str) and name not in seen:  # first file wins, as kubectl merges
-                seen.add(name)
-                out.append(entry)
-    return out
+    return kube.load_kubeconfig(kube.kubeconfig_paths(_explicit_kubeconfig(words)))[section]
 
 
 def kube_contexts(incomplete: str, words: list[str]) -> list[Candidate]:

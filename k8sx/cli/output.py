@@ -11,7 +11,9 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 
 class Format(StrEnum):
@@ -20,6 +22,10 @@ class Format(StrEnum):
     table = "table"
     json = "json"
     yaml = "yaml"
+
+
+OutputOpt = Annotated[Format, typer.Option("--output", "-o", help="Output format.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print names or ids.")]
 
 
 def dump_json(obj: Any, indent: int = 2) -> str:
