@@ -304,9 +304,9 @@ class RegistryClient:
             try:
                 conn.request(method, path or "/", body=body, headers=headers)
                 resp = conn.getresponse()
-            except socket.gaierror as e:
-                conn.close()
-                raise RegistryError(f"{method} {u.scheme}://{u.netloc}{u.path}: cannot resolve host: {e}") from e
+            except (socket.gaierror, ConnectionRefusedError) as e:
+                conn.close()  # nothing to wait for: no such host / nothing listening; the next host is tried
+                raise RegistryError(f"{method} {u.scheme}://{u.netloc}{u.path}: {e}") from e
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 raise Transient(f"{method} {u.scheme}://{u.netloc}{u.path}: {e}") from e
