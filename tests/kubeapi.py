@@ -63,14 +63,14 @@ class ApiEmulator:
             self._ready.set()
             await self._stop.wait()
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:  # noqa: ANN401
+    def request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read() or b"null")
 
-    def create(self, path: str, obj: dict[str, Any]) -> Any:  # noqa: ANN401
+    def create(self, path: str, obj: dict[str, Any]) -> Any:
         return self.request("POST", path, obj)
 
     @property

@@ -6,6 +6,7 @@ keys; TAB goes through the shell's own line editor and completion machinery, not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -56,10 +57,8 @@ class Shell:
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.master, b"exit\n")
-        except OSError:
-            pass
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:

@@ -113,8 +113,6 @@ def test_kubeconfig_merge_first_file_wins_and_relative_paths(tmp_path):
     first = write_kubeconfig(str(tmp_path / "a" / "config"), "https://first:6443", context="shared")
     second = write_kubeconfig(str(tmp_path / "b" / "config"), "https://second:6443", context="shared",
                               extra_contexts=("only-b",))
-    with open(first, "a", encoding="utf-8") as f:
-        f.write("")
     cfg = load_kubeconfig([first, second])
     assert cfg["current-context"] == "shared"
     assert [c["name"] for c in cfg["contexts"]] == ["shared", "only-b"]
@@ -122,9 +120,11 @@ def test_kubeconfig_merge_first_file_wins_and_relative_paths(tmp_path):
     # a relative certificate path is relative to the file that names it
     import yaml
 
-    doc = yaml.safe_load(open(second))
+    with open(second, encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
     doc["clusters"][0]["cluster"]["certificate-authority"] = "ca.crt"
-    yaml.safe_dump(doc, open(second, "w"))
+    with open(second, "w", encoding="utf-8") as f:
+        yaml.safe_dump(doc, f)
     cfg = load_kubeconfig([second])
     assert cfg["clusters"][0]["cluster"]["certificate-authority"] == str(tmp_path / "b" / "ca.crt")
 

@@ -49,7 +49,7 @@ def kube_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     names = [name for name, _, _ in _FLAGS]
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         kube = KubeConnection(**{name: kwargs.pop(name, None) for name in names})
         return fn(*args, kube=kube, **kwargs)
 
