@@ -31,7 +31,7 @@ from k8sx.cri.images.reference import Reference, looks_like_reference, parse
 from k8sx.cri.images.snapshots import SnapshotStore, chain_ids
 from k8sx.cri.images.unpack import unpack_layer
 
-DEFAULT_ROOT = "/var/lib/k8sx/images"
+STATE_ROOT = "/var/lib/k8sx"
 PARALLEL_LAYERS = 4
 LAYER_TYPES = (
     reg.MT_OCI_LAYER, reg.MT_OCI_LAYER_GZIP, reg.MT_DOCKER_LAYER_GZIP,
@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS image_blobs (image_id TEXT NOT NULL, digest TEXT NOT 
 CREATE TABLE IF NOT EXISTS image_snapshots (image_id TEXT NOT NULL, idx INTEGER NOT NULL, chain_id TEXT NOT NULL,
     PRIMARY KEY (image_id, idx));
 """
+
+
+def images_dir(state_root: str = STATE_ROOT) -> str:
+    """Where the image store lives under k8sx's state root (``--root``): ``<root>/images``."""
+    return os.path.join(state_root, "images")
 
 
 @dataclass
@@ -110,7 +115,7 @@ class _Source:
 
 
 class ImageStore:
-    """Images under ``root`` (default ``/var/lib/k8sx/images``), pulled with ``registries_config`` (certs.d dir)."""
+    """Images under ``root`` (``images_dir(--root)``), pulled with ``registries_config`` (a certs.d directory)."""
 
     def __init__(self, root: str, registries_config: str | None = None, docker_config: str | None = None,
                  platform: dict[str, str] | None = None) -> None:
