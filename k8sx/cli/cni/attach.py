@@ -90,7 +90,7 @@ def render_trace(network: str, command: str, steps: list[TraceStep]) -> None:
             node.add(Text(s.error.message, style="red", overflow="fold"))
         elif s.result is not None:
             node.add(Text(json.dumps(s.result, separators=(",", ":")), overflow="fold"))
-    Console(stderr=True, soft_wrap=True).print(tree)
+    Console(stderr=True, width=None if sys.stderr.isatty() else 4096).print(tree)
 
 
 def _run(network: str, command: str, trace: bool, fn: Any) -> Any:
