@@ -11,7 +11,7 @@ daemon's own user) may connect.
 from __future__ import annotations
 
 import array
-import json
+import contextlib
 import os
 import socket
 import struct
@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 
 from k8sx.cni import skel
-from k8sx.cni.plugin_client import DEFAULT_SOCKET
+from k8sx.cni.plugin_client import DEFAULT_SOCKET, decode_header
 from k8sx.cni.types import ERR_DECODING_FAILURE, CNIError
 from k8sx.errors import K8sxError
 from k8sx.net import ns
@@ -38,7 +38,7 @@ def _recv_exact(conn: socket.socket, n: int, buf: bytearray) -> bytes:
     return out
 
 
-def _read_request(conn: socket.socket) -> tuple[dict, bytes, int]:
+def _read_request(conn: socket.socket) -> tuple[str, dict[str, str], bytes, int]:
     fds = array.array("i")
     data, ancdata, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(fds.itemsize * 4))
     for level, ctype, cdata in ancdata:
@@ -48,14 +48,17 @@ def _read_request(conn: socket.socket) -> tuple[dict, bytes, int]:
         raise ConnectionError("no namespace descriptor attached")
     for extra in fds[1:]:
         os.close(extra)
-    buf = bytearray(data)
-    size = struct.unpack(">I", _recv_exact(conn, 4, buf))[0]
-    if size > _MAX_HEADER:
+    try:
+        buf = bytearray(data)
+        header_len, stdin_len = struct.unpack(">II", _recv_exact(conn, 8, buf))
+        if header_len > _MAX_HEADER:
+            raise ConnectionError("request header too large")
+        module, env = decode_header(_recv_exact(conn, header_len, buf))
+        stdin = _recv_exact(conn, stdin_len, buf)
+    except BaseException:
         os.close(fds[0])
-        raise ConnectionError("request header too large")
-    header = json.loads(_recv_exact(conn, size, buf))
-    stdin = _recv_exact(conn, int(header.get("stdin_len", 0)), buf)
-    return header, stdin, fds[0]
+        raise
+    return module, env, stdin, fds[0]
 
 
 def _allowed(conn: socket.socket) -> bool:
@@ -70,15 +73,14 @@ def handle(conn: socket.socket) -> None:
         if not _allowed(conn):
             return
         try:
-            header, stdin, nsfd = _read_request(conn)
+            module, env, stdin, nsfd = _read_request(conn)
         except (OSError, ValueError, ConnectionError) as exc:
             err = CNIError(ERR_DECODING_FAILURE, "bad request to the k8sx plugin daemon", str(exc))
             conn.sendall(struct.pack(">i", 1) + skel.encode(err.to_dict()))
             return
         try:
-            env = {str(k): str(v) for k, v in dict(header.get("env") or {}).items()}
             with ns.entered(nsfd):
-                out, rc = skel.run(str(header.get("module", "")), env, stdin)
+                out, rc = skel.run(module, env, stdin)
         finally:
             os.close(nsfd)
         conn.sendall(struct.pack(">i", rc) + out)
@@ -88,17 +90,19 @@ def serve(path: str = DEFAULT_SOCKET, ready: Callable[[], None] | None = None,
           stop: threading.Event | None = None) -> None:
     """Listen on ``path`` (mode 0600) and serve until ``stop`` is set (or forever)."""
     # Load the plugins and pyroute2 once, before the first call.
-    from k8sx.cni.plugins import bridge, host_local, loopback  # noqa: F401
-    from k8sx.net import link  # noqa: F401
+    import importlib
 
+    from k8sx.cni.install import PLUGINS
+    from k8sx.net import link
+
+    for module in PLUGINS.values():
+        importlib.import_module(module)
     link.Netlink().close()
     os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass
         old = os.umask(0o177)
         try:
             srv.bind(path)
@@ -121,7 +125,5 @@ def serve(path: str = DEFAULT_SOCKET, ready: Callable[[], None] | None = None,
             threading.Thread(target=handle, args=(conn,), daemon=True).start()
     finally:
         srv.close()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-        except FileNotFoundError:
-            pass

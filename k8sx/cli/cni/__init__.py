@@ -12,4 +12,4 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-from k8sx.cli.cni import attach, info  # noqa: E402,F401  (verbs register themselves on app)
+from k8sx.cli.cni import attach, info, plugins  # noqa: E402,F401  (verbs register themselves on app)
