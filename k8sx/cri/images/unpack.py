@@ -106,6 +106,9 @@ class _Root:
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         self._cache: dict[tuple[str, ...], tuple[int, tuple[str, ...]]] = {}
+        self._setgid: dict[int, bool] = {}
+        self.ids = (os.geteuid(), os.getegid())
+        self.umask = _umask()
 
     def close(self) -> None:
         self.invalidate()
@@ -115,6 +118,16 @@ class _Root:
         for fd, _ in self._cache.values():
             os.close(fd)
         self._cache.clear()
+        self._setgid.clear()
+
+    def owned_as(self, pfd: int, uid: int, gid: int) -> bool:
+        """True when a file created in ``pfd`` already gets ``uid:gid`` (ours, and no setgid parent)."""
+        if (uid, gid) != self.ids:
+            return False
+        sg = self._setgid.get(pfd)
+        if sg is None:
+            sg = self._setgid[pfd] = bool(os.fstat(pfd).st_mode & stat.S_ISGID)
+        return not sg
 
     def dir(self, parts: list[str], create: bool) -> tuple[int, tuple[str, ...]]:
         """The fd of directory ``parts`` (borrowed: do not close) and its real path inside the root."""
@@ -201,9 +214,25 @@ def _xattrs(member: tarfile.TarInfo, stats: UnpackStats) -> list[tuple[str, byte
     return out
 
 
-def _apply_meta(fd: int, member: tarfile.TarInfo, stats: UnpackStats, *, set_time: bool = True) -> None:
-    os.fchown(fd, member.uid, member.gid)
-    os.fchmod(fd, member.mode & 0o7777)
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would race with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _apply_meta(fd: int, member: tarfile.TarInfo, stats: UnpackStats, *, set_time: bool = True,
+                created_mode: int | None = None, owned: bool = False) -> None:
+    """Owner, mode, xattrs, mtime of ``fd``; ``owned``/``created_mode`` skip calls whose result is already there."""
+    if not owned:
+        os.fchown(fd, member.uid, member.gid)
+    if not owned or created_mode != member.mode & 0o7777:
+        os.fchmod(fd, member.mode & 0o7777)
     for name, value in _xattrs(member, stats):
         with contextlib.suppress(OSError):
             os.setxattr(fd, name, value)
@@ -294,6 +323,8 @@ def _one(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, stats: UnpackStat
             _apply_meta(dfd, m, stats, set_time=False)
         finally:
             os.close(dfd)
+        if m.mode & stat.S_ISGID:
+            root.invalidate()  # cached "no setgid parent" answers may be stale now
         dir_times.append(((*preal, base), int(m.mtime * 1e9)))
         return
 
@@ -317,6 +348,10 @@ def _one(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, stats: UnpackStat
         os.link(tparts[-1], base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
         return
 
+    if m.isreg():
+        _regular(tf, m, root, parts, pfd, stats)
+        return
+
     if _remove(pfd, base, keep_dir=False):
         root.invalidate()
         pfd, preal = root.dir(parts[:-1], create=True)
@@ -334,20 +369,32 @@ def _one(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, stats: UnpackStat
         finally:
             os.close(fd)
         return
-    if m.isreg():
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
-        try:
-            src = tf.extractfile(m)
-            if src is not None:
-                while True:
-                    data = src.read(CHUNK)
-                    if not data:
-                        break
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-            _apply_meta(fd, m, stats)
-        finally:
-            os.close(fd)
-        return
     stats.entries -= 1  # other types (contiguous files, GNU extensions tarfile did not fold): ignored
+
+
+def _regular(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, parts: list[str], pfd: int,
+             stats: UnpackStats) -> None:
+    """Create a regular file (replacing whatever is at its name, never writing through it) and fill it."""
+    base = parts[-1]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    perm = m.mode & 0o777
+    try:
+        fd = os.open(base, flags, perm, dir_fd=pfd)
+    except FileExistsError:
+        _remove(pfd, base, keep_dir=False)
+        root.invalidate()
+        pfd, _ = root.dir(parts[:-1], create=True)
+        fd = os.open(base, flags, perm, dir_fd=pfd)
+    try:
+        src = tf.extractfile(m)
+        if src is not None:
+            while True:
+                data = src.read(CHUNK)
+                if not data:
+                    break
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+        _apply_meta(fd, m, stats, created_mode=perm & ~root.umask, owned=root.owned_as(pfd, m.uid, m.gid))
+    finally:
+        os.close(fd)

@@ -1,0 +1,162 @@
+"""Benchmark: pull + unpack of a multi-layer image from a local registry, k8sx's store vs containerd.
+
+Both pull the same image from the same loopback ``docker-registry`` (started here, as the tests do).
+containerd is a private instance (own root, state and socket under a ``k8sxti-bench-*`` temp dir,
+CRI plugin, overlayfs snapshotter, ``certs.d`` pointing at the registry) driven by ``crictl pull``;
+between rounds the image is removed with ``crictl rmi`` (containerd deletes content and snapshots
+synchronously). k8sx pulls into a fresh ``ImageStore`` each round, in process (what ``k8sx runtime
+serve`` does for PullImage); crictl's own start-up (~20 ms) is inside containerd's figure.
+
+    .venv/bin/python bench/pull.py [--rounds 5]
+
+Prints the medians and the ratio k8sx/containerd (target <= 1.0x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "cri"))
+
+from imagetools import Registry
+
+from k8sx.cri.images import build
+from k8sx.cri.images.store import ImageStore
+
+
+def small_files_layer(n: int, size: int, seed: int) -> bytes:
+    buf = io.BytesIO()
+    rnd = __import__("random").Random(seed)
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for d in range(n // 100):
+            ti = tarfile.TarInfo(f"usr/share/k8sxti/d{seed}-{d}")
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+            tf.addfile(ti)
+            for i in range(100):
+                data = rnd.randbytes(size // 2) + b"a" * (size // 2)
+                ti = tarfile.TarInfo(f"usr/share/k8sxti/d{seed}-{d}/f{i}")
+                ti.size, ti.mode = len(data), 0o644
+                tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def big_file_layer(mb: int) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = os.urandom(mb << 19) + bytes(mb << 19)  # half random, half zeros
+        ti = tarfile.TarInfo("opt/k8sxti/blob.bin")
+        ti.size, ti.mode = len(data), 0o644
+        tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def make_image(work: str) -> build.BuiltImage:
+    rootfs = os.path.join(work, "rootfs")
+    build.busybox_rootfs(rootfs)
+    layers = [build.tar_dir(rootfs), small_files_layer(2000, 2048, 1), small_files_layer(1000, 8192, 2),
+              big_file_layer(24), big_file_layer(8)]
+    return build.make_image(layers, {"Cmd": ["sh"]})
+
+
+class Containerd:
+    """A private containerd (CRI plugin) with its registry mirror config, torn down on stop()."""
+
+    def __init__(self, work: str, registry_host: str) -> None:
+        self.dir = os.path.join(work, "containerd")
+        certs = os.path.join(self.dir, "certs.d", registry_host)
+        os.makedirs(certs)
+        with open(os.path.join(certs, "hosts.toml"), "w") as f:
+            f.write(f'server = "http://{registry_host}"\n\n[host."http://{registry_host}"]\n'
+                    '  capabilities = ["pull", "resolve"]\n')
+        self.sock = os.path.join(self.dir, "containerd.sock")
+        conf = os.path.join(self.dir, "config.toml")
+        with open(conf, "w") as f:
+            f.write(f"""version = 2
+root = "{self.dir}/root"
+state = "{self.dir}/state"
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "k8sxti.invalid/pause:none"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    conf_dir = "{self.dir}/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{self.dir}/certs.d"
+""")
+        self.log = open(os.path.join(self.dir, "containerd.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(["containerd", "--config", conf], stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self.crictl("version", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("containerd did not come up")
+
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["crictl", "--runtime-endpoint", f"unix://{self.sock}", "--image-endpoint",
+                               f"unix://{self.sock}", "--timeout", "60s", *args], capture_output=True, text=True,
+                              check=check)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        subprocess.run(["umount", "-R", os.path.join(self.dir, "root")], stderr=subprocess.DEVNULL, check=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="k8sxti-bench-")
+    registry = containerd = None
+    try:
+        registry = Registry("bench")
+        img = make_image(work)
+        ref = registry.push(registry.repo("bench") + ":1", img)
+        total = sum(b.size for b in img.layers)
+        print(f"image: {len(img.layers)} layers, {total / 1e6:.1f} MB compressed, ref {ref}")
+        containerd = Containerd(work, registry.host)
+        ours, theirs = [], []
+        for i in range(args.rounds):
+            t0 = time.perf_counter()
+            containerd.crictl("pull", ref)
+            theirs.append(time.perf_counter() - t0)
+            containerd.crictl("rmi", ref)
+            root = os.path.join(work, f"k8sx-{i}")
+            t0 = time.perf_counter()
+            got = ImageStore(root).pull(ref)
+            ours.append(time.perf_counter() - t0)
+            assert got.id == img.id
+            shutil.rmtree(root)
+        k, c = statistics.median(ours), statistics.median(theirs)
+        print(f"k8sx ImageStore.pull : median {k * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in ours)})")
+        print(f"containerd crictl pull: median {c * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in theirs)})")
+        print(f"ratio k8sx/containerd: {k / c:.2f}x (target <= 1.0x)")
+    finally:
+        if containerd:
+            containerd.stop()
+        if registry:
+            registry.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
