@@ -3,6 +3,7 @@ usage errors with a hint and exit 2 (never a traceback), and generated files kep
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,22 @@ def test_generated_files_are_current():
     r = subprocess.run([sys.executable, "-m", "k8sx.cli.gen", "--check"], capture_output=True, text=True,
                        cwd=REPO, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], *[[g, "--help"] for g in GROUPS]])
+def test_help_imports_no_heavy_library(args):
+    """The start-up budget (bench/startup.py) in a form that cannot flake: what --help imports."""
+    probe = (
+        "import json, sys; from k8sx.cli import entry\n"
+        f"try: entry.main({args!r})\n"
+        "except SystemExit: pass\n"
+        "heavy = [m for m in ('grpc', 'kubernetes', 'pyroute2', 'pydantic') if m in sys.modules]\n"
+        "sys.stderr.write(json.dumps(heavy))"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    heavy = json.loads(r.stderr.splitlines()[-1])
+    if args == ["--help"]:
+        assert heavy == []
+    else:  # a group's own options may need typer's pydantic coercion, nothing heavier
+        assert set(heavy) <= {"pydantic"}, heavy
