@@ -3,8 +3,9 @@
 ``registry`` (session scope) runs Debian's ``docker-registry`` (distribution 2.8) on
 ``127.0.0.1:<free port>``, storage in a ``k8sxti-reg-*`` temp dir, and stops it after the session.
 ``auth_registry`` is a second one that wants basic auth (htpasswd, bcrypt) for user
-``imagetools.AUTH_USER`` / ``imagetools.AUTH_PASSWORD``. Both are :class:`imagetools.Registry` objects
-with helpers to push images that :mod:`k8sx.cri.images.build` makes::
+``imagetools.AUTH_USER`` / ``imagetools.AUTH_PASSWORD``; ``token_registry`` wants bearer tokens from a
+small token server (``imagetools.TokenServer``: JWTs signed with openssl) that knows the same user.
+All are :class:`imagetools.Registry` objects with helpers to push images that :mod:`k8sx.cri.images.build` makes::
 
     from imagetools import layer_tar
     img = build.make_image([layer_tar({"hello": "hi"})], {"Cmd": ["sh"]})
@@ -42,6 +43,16 @@ def registry() -> Iterator[Registry]:
 def auth_registry() -> Iterator[Registry]:
     """A registry that wants basic auth (``AUTH_USER``/``AUTH_PASSWORD``)."""
     r = Registry("auth", htpasswd=True)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="session")
+def token_registry() -> Iterator[Registry]:
+    """A registry with bearer-token auth; its token server is ``token_registry.token_server``."""
+    r = Registry("token", token=True)
     try:
         yield r
     finally:

@@ -18,7 +18,10 @@ Pushing under a fresh repository name per test (``registry.repo("name")``) keeps
 
 from __future__ import annotations
 
+import base64
+import http.server
 import io
+import json
 import os
 import re
 import shutil
@@ -26,7 +29,9 @@ import socket
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -38,6 +43,7 @@ from k8sx.cri.images.registry import Credentials, RegistryClient
 REGISTRY_BIN = "/usr/bin/docker-registry"
 AUTH_USER = "k8sxti"
 AUTH_PASSWORD = "k8sxti-secret"
+REFRESH_TOKEN = "k8sxti-refresh-token"
 
 
 def free_port() -> int:
@@ -57,10 +63,91 @@ def _bcrypt(password: str) -> str:
     return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))  # cost 4: fast tests
 
 
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A bearer-token server for ``docker-registry``'s ``auth: token`` (JWT, RS256, signed by openssl).
+
+    No Debian package ships one, so the tests carry this small one: it checks basic credentials
+    (``AUTH_USER``/``AUTH_PASSWORD``) or a refresh token (``REFRESH_TOKEN``) and grants the requested
+    repository scope; anonymous callers get a token without access, which the registry refuses.
+    ``issued`` counts tokens handed out with access.
+    """
+
+    SERVICE = "k8sxti-registry"
+    ISSUER = "k8sxti-token-issuer"
+
+    def __init__(self, directory: str) -> None:
+        self.key = os.path.join(directory, "token.key")
+        self.cert = os.path.join(directory, "token.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out",
+                        self.cert, "-days", "2", "-subj", "/CN=k8sxti-token"], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.issued = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                self._answer(q, self.headers.get("Authorization", ""))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                self._answer(urllib.parse.parse_qs(body), "", post=True)
+
+            def _answer(self, q: dict[str, list[str]], authz: str, post: bool = False) -> None:
+                ok = False
+                if post:
+                    ok = q.get("refresh_token") == [REFRESH_TOKEN]
+                elif authz.startswith("Basic "):
+                    ok = base64.b64decode(authz[6:]).decode() == f"{AUTH_USER}:{AUTH_PASSWORD}"
+                if authz and not ok:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                access = []
+                for scope in q.get("scope", []):
+                    kind, name, actions = scope.split(":")
+                    if ok:
+                        access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                server.issued += bool(access)
+                body = json.dumps({"token": server.sign(AUTH_USER if ok else "", access)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def sign(self, subject: str, access: list[dict]) -> str:
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": self.ISSUER, "sub": subject, "aud": self.SERVICE, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(sig)}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class Registry:
     """A running ``docker-registry`` on loopback and helpers to push test images to it."""
 
-    def __init__(self, tag: str, htpasswd: bool = False) -> None:
+    def __init__(self, tag: str, htpasswd: bool = False, token: bool = False) -> None:
         if not os.path.exists(REGISTRY_BIN):
             pytest.fail(f"{REGISTRY_BIN} missing: apt-get install docker-registry")
         self.dir = tempfile.mkdtemp(prefix=f"k8sxti-reg-{tag}-")
@@ -68,8 +155,14 @@ class Registry:
         self.host = f"127.0.0.1:{self.port}"
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "registry.log")
-        self.creds = Credentials(AUTH_USER, AUTH_PASSWORD) if htpasswd else None
+        self.creds = Credentials(AUTH_USER, AUTH_PASSWORD) if htpasswd or token else None
+        self.token_server: TokenServer | None = None
         auth = ""
+        if token:
+            self.token_server = TokenServer(self.dir)
+            ts = self.token_server
+            auth = (f"auth:\n  token:\n    realm: {ts.realm}\n    service: {ts.SERVICE}\n    issuer: {ts.ISSUER}\n"
+                    f"    rootcertbundle: {ts.cert}\n")
         if htpasswd:
             hashed = _bcrypt(AUTH_PASSWORD)
             with open(os.path.join(self.dir, "htpasswd"), "w") as f:
@@ -109,6 +202,8 @@ class Registry:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        if self.token_server:
+            self.token_server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def repo(self, name: str) -> str:

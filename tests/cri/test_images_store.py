@@ -211,6 +211,27 @@ def test_basic_auth(auth_registry, tmpdir_k8sxti):
     assert other.pull(ref).id == img.id
 
 
+def test_bearer_token_auth(token_registry, tmpdir_k8sxti):
+    from imagetools import REFRESH_TOKEN
+
+    img = build.make_image([layer_tar({"tok": "t"})])
+    ref = token_registry.push(token_registry.repo("token") + ":1", img)
+    store = ImageStore(os.path.join(tmpdir_k8sxti, "s"))
+    with pytest.raises(RegistryError, match="unauthorized"):
+        store.pull(ref)  # anonymous token: no access
+    with pytest.raises(RegistryError, match="token server"):
+        store.pull(ref, Auth(username=AUTH_USER, password="wrong"))
+    before = token_registry.token_server.issued
+    assert store.pull(ref, Auth(username=AUTH_USER, password=AUTH_PASSWORD)).id == img.id
+    assert token_registry.token_server.issued == before + 1  # one token, reused for manifest and blobs
+    store.remove(ref)
+    assert store.pull(ref, Auth(identity_token=REFRESH_TOKEN)).id == img.id
+    store.remove(ref)
+    token = token_registry.token_server.sign(AUTH_USER, [{"type": "repository", "name": ref.split("/", 1)[1]
+                                                           .rsplit(":", 1)[0], "actions": ["pull"]}])
+    assert store.pull(ref, Auth(registry_token=token)).id == img.id
+
+
 def test_registries_config_mirror_and_plain_http(registry, tmpdir_k8sxti):
     img = build.make_image([layer_tar({"m": "mirrored"})])
     path = registry.repo("mirror") + ":1"
