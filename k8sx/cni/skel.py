@@ -164,11 +164,38 @@ def encode(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, indent=4, ensure_ascii=False).encode() + b"\n"
 
 
+# The field order of the reference plugins' Go result structs (prevResult arrives key-sorted).
+_ORDER = {
+    "result": ("cniVersion", "interfaces", "ip4", "ip6", "ips", "routes", "dns"),
+    "interfaces": ("name", "mac", "mtu", "sandbox", "socketPath", "pciID"),
+    "ips": ("version", "interface", "address", "gateway"),
+    "routes": ("dst", "gw", "mtu", "advmss", "priority", "table", "scope"),
+    "dns": ("nameservers", "domain", "search", "options"),
+}
+
+
+def _ordered(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    order = _ORDER[kind]
+    keys = [k for k in order if k in obj] + [k for k in obj if k not in order]
+    return {k: obj[k] for k in keys}
+
+
+def canonical(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with its keys in the reference plugins' order (as Go marshals the structs)."""
+    out = _ordered(result, "result")
+    for key in ("interfaces", "ips", "routes"):
+        if isinstance(out.get(key), list):
+            out[key] = [_ordered(x, key) if isinstance(x, dict) else x for x in out[key]]
+    if isinstance(out.get("dns"), dict):
+        out["dns"] = _ordered(out["dns"], "dns")
+    return out
+
+
 def render_result(result: dict[str, Any], cni_version: str) -> bytes:
     """A plugin's result (in its own ``cniVersion``, 1.1.0 if unset) converted to the caller's version."""
     if not result.get("cniVersion"):
         result = {"cniVersion": CURRENT_VERSION, **result}
-    return encode(convert_result(result, cni_version))
+    return encode(canonical(convert_result(result, cni_version)))
 
 
 def _dispatch(plugin: ModuleType, args: CmdArgs) -> bytes:

@@ -148,8 +148,9 @@ def _gateways(conf: Conf, result: dict[str, Any]) -> dict[int, ipaddress.IPv4Int
     """Fill in missing gateways (subnet's first address) and isDefaultGateway routes; gateway per family."""
     gws: dict[int, Any] = {}
     routes = result.setdefault("routes", [])
-    for ipc in result.get("ips") or []:
-        ipc["interface"] = 2
+    ips = result.get("ips") or []
+    for i, ipc in enumerate(ips):  # the reference's key order: interface, address, gateway
+        ips[i] = ipc = {"interface": 2, **{k: v for k, v in ipc.items() if k != "interface"}}
         addr = ipaddress.ip_interface(ipc["address"])
         if not ipc.get("gateway") and conf.is_gw:
             ipc["gateway"] = str(addr.network.network_address + 1)
