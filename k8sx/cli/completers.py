@@ -10,6 +10,8 @@ named ``NETWORK`` completes the same way in every command.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,36 @@ def kube_users(incomplete: str, words: list[str]) -> list[Candidate]:
     return [(e["name"], "") for e in _kubeconfig_entries(words, "users") if e["name"].startswith(incomplete)]
 
 
+def _option_value(words: list[str], option: str) -> str | None:
+    for i, word in enumerate(words):
+        if word == option and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(option + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def cni_networks(incomplete: str, words: list[str]) -> list[Candidate]:
+    """Network names of --conf-dir / $NETCONFPATH / /etc/cni/net.d, in libcni's order (first wins)."""
+    conf_dir = _option_value(words, "--conf-dir") or os.environ.get("NETCONFPATH") or "/etc/cni/net.d"
+    try:
+        names = [e.name for e in os.scandir(conf_dir) if e.is_file()]
+    except OSError:
+        return []
+    files = sorted(n for n in names if n.endswith(".conflist")) + sorted(
+        n for n in names if n.endswith((".conf", ".json")))
+    out: dict[str, str] = {}
+    for fname in files:
+        try:
+            with open(os.path.join(conf_dir, fname), encoding="utf-8") as f:
+                name = json.load(f).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(name, str) and name.startswith(incomplete) and name not in out:
+            out[name] = fname
+    return list(out.items())
+
+
 Completer = Callable[[str, list[str]], list[Candidate]]
 
 BY_OPTION: dict[str, Completer] = {
@@ -58,4 +90,6 @@ BY_OPTION: dict[str, Completer] = {
     "--user": kube_users,
 }
 
-BY_ARGUMENT: dict[str, Completer] = {}
+BY_ARGUMENT: dict[str, Completer] = {
+    "NETWORK": cni_networks,
+}

@@ -234,3 +234,19 @@ def test_find_plugin_and_marker(tmp_path):
     p = tmp_path / "k8sxtr-mark"
     p.write_text("#!/bin/sh\n# k8sx-cni-plugin: k8sx.cni.plugins.loopback\nexec true\n")
     assert invoke.inprocess_module(str(p)) == "k8sx.cni.plugins.loopback"
+
+
+def test_network_completer_reads_names_cheaply(tmp_path, monkeypatch):
+    from k8sx.cli.completers import BY_ARGUMENT
+
+    d = str(tmp_path)
+    _write(d, "20-b.conflist", _list("k8sxtr-b"))
+    _write(d, "10-a.conflist", _list("k8sxtr-a"))
+    _write(d, "05-c.conf", {"name": "k8sxtr-c", "type": "loopback"})
+    _write(d, "06-dup.json", {"name": "k8sxtr-a", "type": "loopback"})
+    _write(d, "07-broken.conflist", "{")
+    complete = BY_ARGUMENT["NETWORK"]
+    assert complete("k8sxtr", ["cni", "add", "--conf-dir", d]) == [
+        ("k8sxtr-a", "10-a.conflist"), ("k8sxtr-b", "20-b.conflist"), ("k8sxtr-c", "05-c.conf")]
+    monkeypatch.setenv("NETCONFPATH", d)
+    assert complete("k8sxtr-c", ["cni", "del"]) == [("k8sxtr-c", "05-c.conf")]
