@@ -377,3 +377,25 @@ def test_our_bridge_with_reference_host_local_and_reference_bridge_with_ours(nod
     node.delete(mixed2, p2, "k8sxtp-m2")
     node.delete(mixed1, p1, "k8sxtp-m1")
     assert sorted(os.listdir(os.path.join(node.data_dir, "k8sxtp-mix"))) == ["last_reserved_ip.0", "lock"]
+
+
+def test_status_and_gc_collect_leaked_state(node):
+    """Spec 1.1: GC through the runner removes what a lost attachment (no cache entry) left behind."""
+    conflist = node.bridge_list("k8sx-", "k8sxtp-gc", unique("pbr"), "10.198.11.0/24", "1.1.0", portmap=True)
+    cap = {"portMappings": [{"hostPort": 18090, "containerPort": 80}]}
+    netconf = conf_list_from_bytes(json.dumps(conflist).encode())
+    assert in_ns(node.fd, node.runner.get_status, netconf) is True
+    (_, keep), (_, lost) = node.pod(), node.pod()
+    node.add(conflist, keep, "k8sxtp-keep", cap=cap)
+    node.add(conflist, lost, "k8sxtp-lost", cap=cap)
+    os.remove(os.path.join(node.dir, "cache", "results", "k8sxtp-gc-k8sxtp-lost-eth0"))
+    in_ns(node.fd, node.runner.gc, netconf, [("k8sxtp-keep", "eth0")])
+    from k8sx.net.iptables import chain_name
+
+    nat = node.nat()
+    for cid, present in (("k8sxtp-keep", True), ("k8sxtp-lost", False)):
+        assert (f":{chain_name('CNI-', 'k8sxtp-gc', cid)} " in nat) is present
+        assert (f":{chain_name('CNI-DN-', 'k8sxtp-gc', cid)} " in nat) is present
+    left = [f for f in os.listdir(os.path.join(node.data_dir, "k8sxtp-gc")) if f.startswith("10.")]
+    assert left == ["10.198.11.2"]
+    node.delete(conflist, keep, "k8sxtp-keep", cap=cap)
