@@ -173,3 +173,33 @@ def test_pull_with_pod_config_and_annotations(server, registry, tmp_path):
     bad.write_text("[1, 2]")
     r = k8sx(server.endpoint, "pull", "--pod-config", str(bad), ref)
     assert r.returncode == 2 and "expected an object" in r.stderr
+
+
+def test_pull_shows_a_spinner_on_a_terminal_only(server, registry):
+    import pty
+    import subprocess
+
+    from critools import K8SX
+
+    img = two_layer_image("tty")
+    ref = registry.push(registry.repo("tty") + ":v1", img)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([K8SX, "runtime", "-r", server.endpoint, "pull", ref], stdout=subprocess.PIPE,
+                            stderr=slave, env=dict(os.environ, TERM="xterm", COLUMNS="100"))
+    os.close(slave)
+    tty = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        tty += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert out.decode() == f"Image is up to date for {img.id}\n"  # stdout stays machine-readable
+    text = tty.decode(errors="replace")
+    assert f"pulled {ref} in " in text and "\x1b[" in text, text
+    ok(k8sx(server.endpoint, "rmi", ref))

@@ -35,11 +35,11 @@ def runtime(
     timeout: Annotated[str | None, typer.Option(
         "--timeout", "-t", show_default=False,
         help="Timeout of connecting and of each call, e.g. 2s, 20s (default 2s; 0 or less = default).")] = None,
-    debug: Annotated[bool | None, typer.Option("--debug", "-D", show_default=False,
-                                               help="Print debug information.")] = None,
+    debug: Annotated[bool, typer.Option("--debug", "-D", help="Print debug information.")] = False,
 ) -> None:
     """CRI: serve runtime.v1, or drive any CRI endpoint with crictl's verbs."""
-    ctx.obj = GlobalOptions(runtime_endpoint, image_endpoint, config, timeout, debug)
+    # debug None (not given) lets crictl.yaml's "debug: true" apply
+    ctx.obj = GlobalOptions(runtime_endpoint, image_endpoint, config, timeout, debug or None)
 
 
 from k8sx.cli.runtime import (  # noqa: E402,F401  (verbs register themselves on app)

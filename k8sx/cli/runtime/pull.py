@@ -89,7 +89,9 @@ def _with_spinner(label: str, work: Any) -> Any:
 
     console = Console(stderr=True)
     start = time.monotonic()
-    with console.status(label) as status:
+    from rich.markup import escape
+
+    with console.status(escape(label)) as status:
         import threading
 
         result: dict[str, Any] = {}
@@ -104,8 +106,9 @@ def _with_spinner(label: str, work: Any) -> Any:
         t.start()
         while t.is_alive():
             t.join(0.1)
-            status.update(f"{label} ({time.monotonic() - start:.1f}s)")
+            status.update(f"{escape(label)} ({time.monotonic() - start:.1f}s)")
     if "error" in result:
         raise result["error"]
-    console.print(f"[green]✓[/] pulled {label.removeprefix('Pulling ')} in {time.monotonic() - start:.1f}s")
+    console.print(f"[green]✓[/] pulled {escape(label.removeprefix('Pulling '))} in {time.monotonic() - start:.1f}s",
+                  highlight=False)
     return result["value"]
