@@ -203,3 +203,28 @@ def test_pull_shows_a_spinner_on_a_terminal_only(server, registry):
     text = tty.decode(errors="replace")
     assert f"pulled {ref} in " in text and "\x1b[" in text, text
     ok(k8sx(server.endpoint, "rmi", ref))
+
+
+def test_concurrent_pulls_through_the_server_download_once(server, registry):
+    """The server's thread pool runs pulls in parallel; the store still fetches each blob once."""
+    import concurrent.futures
+
+    from k8sx.cri.client import Client, Settings
+
+    img = two_layer_image("conc")
+    ref = registry.push(registry.repo("conc") + ":v1", img)
+    other = registry.push(registry.repo("conc-other") + ":v1", two_layer_image("other"))
+    with Client(Settings(runtime_endpoint=server.endpoint, timeout=30)) as c:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            ids = list(pool.map(lambda _: c.pull_image(ref), range(6)))
+        assert ids == [img.id] * 6
+        for layer in img.layers:
+            assert registry.blob_gets(layer.digest) == 1
+        # ListImages' own filter, server side (the CLI filters again on its side)
+        c.pull_image(other)
+        assert [i.id for i in c.list_images(ref)] == [img.id]
+        assert [i.id for i in c.list_images(ref.rsplit(":", 1)[0])] == [img.id]
+        assert len(c.list_images()) == 2
+        for r in (ref, other):
+            c.remove_image(r)
+        assert c.list_images() == []
