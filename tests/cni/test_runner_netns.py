@@ -261,3 +261,17 @@ def test_gc_removes_stale_attachments(node):
     assert node.ok("check", "k8sxtr-net", keep) == ""
     assert "k8sxtr-net: ready" in node.ok("status", "k8sxtr-net")
     node.ok("del", "k8sxtr-net", keep)
+
+
+def test_del_after_the_netns_is_gone_frees_the_address(node):
+    node.write_conf("10-k8sxtr.conflist", node.bridge_list(subnet="10.199.15.0/24"))
+    pod = node.pod()
+    node.ok("add", "k8sxtr-net", pod)
+    store = os.path.join(node.data_dir, "k8sxtr-net")
+    assert "10.199.15.2" in os.listdir(store)
+    subprocess.run(["ip", "netns", "del", pod], check=True)
+    assert node.ok("del", "k8sxtr-net", pod) == ""  # the spec's DEL must succeed without the netns
+    assert "10.199.15.2" not in os.listdir(store)
+    assert os.listdir(os.path.join(node.cache_dir, "results")) == []
+    p = node.cni("add", "k8sxtr-net", pod)  # but ADD into a missing netns is refused clearly
+    assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr
