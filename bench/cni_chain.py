@@ -36,12 +36,15 @@ TAG = "k8sxtpb"
 REF_DIR = "/usr/lib/cni"
 
 
-def chain(prefix: str, name: str, bridge: str, subnet: str, data_dir: str) -> dict:
-    return {"cniVersion": "1.0.0", "name": name, "plugins": [
+def chain(prefix: str, name: str, bridge: str, subnet: str, data_dir: str, portmap: bool = False) -> dict:
+    plugins = [
         {"type": prefix + "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
          "ipam": {"type": prefix + "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
                   "routes": [{"dst": "0.0.0.0/0"}]}},
-        {"type": prefix + "loopback"}]}
+        {"type": prefix + "loopback"}]
+    if portmap:
+        plugins.insert(1, {"type": prefix + "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    return {"cniVersion": "1.0.0", "name": name, "plugins": plugins}
 
 
 class ExecDriver:
@@ -76,10 +79,10 @@ class ExecDriver:
 
 
 class RunnerDriver:
-    def __init__(self, conflist: dict, bin_dir: str, netns: str, cache_dir: str) -> None:
+    def __init__(self, conflist: dict, bin_dir: str, netns: str, cache_dir: str, cap: dict | None = None) -> None:
         self.netconf = conf_list_from_bytes(json.dumps(conflist).encode())
         self.runner = Runner([bin_dir, REF_DIR], cache_dir=cache_dir)
-        self.rt = RuntimeConf(container_id=f"{TAG}-runner", netns=netns, ifname="eth0")
+        self.rt = RuntimeConf(container_id=f"{TAG}-runner", netns=netns, ifname="eth0", capability_args=cap or {})
 
     def add(self) -> None:
         self.runner.add_network(self.netconf, self.rt)
@@ -153,14 +156,21 @@ def main() -> int:
         env_daemon = dict(env, K8SX_CNI_PLUGIND_SOCKET=sock)
         env_nodaemon = dict(env, K8SX_CNI_PLUGIND_SOCKET=f"{work}/absent.sock")
 
-        def conf(prefix: str, kind: str, n: int) -> dict:
-            return chain(prefix, f"{TAG}-{kind}", f"{TAG}br{n}", f"10.198.{200 + n}.0/24", f"{work}/ipam")
+        def conf(prefix: str, kind: str, n: int, portmap: bool = False) -> dict:
+            return chain(prefix, f"{TAG}-{kind}", f"{TAG}br{n}", f"10.198.{200 + n}.0/24", f"{work}/ipam", portmap)
+
+        cap = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]}
 
         nodefd = ns.open_netns(f"/var/run/netns/{node}")
         with ns.entered(nodefd):
             runner = measure({
                 "reference (exec)": RunnerDriver(conf("", "ref", 0), bin_dir, podns, f"{work}/cache"),
                 "k8sx (in-process)": RunnerDriver(conf("k8sx-", "ours", 1), bin_dir, podns, f"{work}/cache"),
+            }, opts.rounds)
+            portmap = measure({
+                "reference (exec)": RunnerDriver(conf("", "refpm", 6, True), bin_dir, podns, f"{work}/cache", cap),
+                "k8sx (in-process)": RunnerDriver(conf("k8sx-", "ourspm", 7, True), bin_dir, podns, f"{work}/cache",
+                                                  cap),
             }, opts.rounds)
             execd = measure({
                 "reference": ExecDriver(conf("", "ref", 2), REF_DIR, podns, env),
@@ -175,6 +185,8 @@ def main() -> int:
         print(f"bridge(isGateway, ipMasq, hairpin) + host-local + loopback, ms per chain call; "
               f"load average {load:.1f}")
         report(f"(a) driven by k8sx.cni.runner, {opts.rounds} rounds", runner, "reference (exec)")
+        report(f"(a) + portmap (hostPort 18080, snat) between bridge and loopback, {opts.rounds} rounds", portmap,
+               "reference (exec)")
         report(f"(b) each plugin exec'ed (cnitool's way), {opts.rounds} rounds", execd, "reference")
         report(f"(b') executables without plugind, {opts.fallback_rounds} rounds", fallback, "reference")
         print("\ntarget (issue 3): ADD ratio <= 1.5, DEL ratio <= 1.0")
