@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -399,3 +400,34 @@ def test_status_and_gc_collect_leaked_state(node):
     left = [f for f in os.listdir(os.path.join(node.data_dir, "k8sxtp-gc")) if f.startswith("10.")]
     assert left == ["10.198.11.2"]
     node.delete(conflist, keep, "k8sxtp-keep", cap=cap)
+
+
+def test_dual_stack_same_shape_as_reference_and_traffic(node):
+    def dual(prefix: str, name: str, n: int) -> dict:
+        conflist = node.bridge_list(prefix, name, unique("pbr"), f"10.198.{12 + n}.0/24")
+        conflist["plugins"][0]["ipam"]["ranges"].append([{"subnet": f"fd00:198:{12 + n}::/64"}])
+        conflist["plugins"][0]["ipam"]["routes"].append({"dst": "::/0"})
+        return conflist
+
+    (_, ref_path), (our_pod, our_path) = node.pod(), node.pod()
+    ref_list, our_list = dual("", "k8sxtp-ref6", 0), dual("k8sx-", "k8sxtp-our6", 1)
+    ref = node.add(ref_list, ref_path, "k8sxtp-c6")
+    ours = node.add(our_list, our_path, "k8sxtp-c6")
+    assert shape(ours) == shape(ref)
+    assert [i["address"] for i in ours["ips"]] == ["10.198.13.2/24", "fd00:198:13::2/64"]
+    assert [i["gateway"] for i in ours["ips"]] == ["10.198.13.1", "fd00:198:13::1"]
+    assert ours["routes"] == [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    routes6 = subprocess.run(["ip", "-n", our_pod, "-6", "route"], capture_output=True, text=True).stdout
+    assert "default via fd00:198:13::1 dev eth0" in routes6
+    reached = False
+    for _ in range(30):  # the node's bridge address may still be in DAD
+        if subprocess.run(["ip", "netns", "exec", our_pod, "busybox", "ping", "-6", "-c", "1", "-W", "1",
+                           "fd00:198:13::1"], capture_output=True).returncode == 0:
+            reached = True
+            break
+        time.sleep(0.2)
+    assert reached
+    node.check(our_list, our_path, "k8sxtp-c6")
+    node.delete(our_list, our_path, "k8sxtp-c6")
+    node.delete(ref_list, ref_path, "k8sxtp-c6")
+    assert "CNI-" not in node.nat() and "CNI-" not in node.sh("ip6tables-save", "-t", "nat")

@@ -67,6 +67,7 @@ class Conf:
             raise CNIError(ERR_INVALID_NETWORK_CONFIG, "invalid network config: ipam 'type' must be a string")
         self.dns = args.require("dns", dict, {})
         self.mac = _requested_mac(args)
+        self.enable_dad = bool(args.require("enabledad", bool, False))
 
 
 def _requested_mac(args: CmdArgs) -> str | None:
@@ -170,10 +171,13 @@ def _gateways(conf: Conf, result: dict[str, Any]) -> dict[int, ipaddress.IPv4Int
     return gws
 
 
-def _configure_container(nl: Netlink, ifname: str, result: dict[str, Any]) -> Link:
+def _configure_container(nl: Netlink, netns_fd: int, ifname: str, result: dict[str, Any], dad: bool) -> Link:
     link = nl.link(ifname)
     if link is None:
         raise CNIError(ERR_INTERNAL, f"failed to find interface {ifname} in the container after creating it")
+    if not dad and any(":" in ipc["address"] for ipc in result.get("ips") or []):
+        with ns.entered(netns_fd):  # as the reference: no DAD, so the address is usable at once
+            sysctl.write_iface("ipv6", ifname, "accept_dad", "0")
     gw_by_family: dict[int, str] = {}
     for ipc in result.get("ips") or []:
         addr = ipaddress.ip_interface(ipc["address"])
@@ -245,7 +249,7 @@ def cmd_add(args: CmdArgs) -> dict[str, Any]:
             if ipam_result.get("routes"):
                 result["routes"] = ipam_result["routes"]
             gws = _gateways(conf, result)
-            cont = _configure_container(cont_nl, args.ifname, result)
+            cont = _configure_container(cont_nl, cfd, args.ifname, result, conf.enable_dad)
             if conf.is_gw:
                 for gw in gws.values():
                     _ensure_gateway_addr(host_nl, br, gw, conf.force_address)
