@@ -431,3 +431,26 @@ def test_dual_stack_same_shape_as_reference_and_traffic(node):
     node.delete(our_list, our_path, "k8sxtp-c6")
     node.delete(ref_list, ref_path, "k8sxtp-c6")
     assert "CNI-" not in node.nat() and "CNI-" not in node.sh("ip6tables-save", "-t", "nat")
+
+
+def test_kube_flannel_shape_at_031_with_portmap(node):
+    """kube-flannel.yml's list (0.3.1, flannel + portmap): DEL gets no prevResult, portmap still cleans up."""
+    subnet_env = os.path.join(node.dir, "subnet.env")
+    with open(subnet_env, "w") as fh:
+        fh.write(FLANNEL_ENV.replace("10.198.9.1", "10.198.15.1"))
+    conflist = {"name": "k8sxtp-cbr0", "cniVersion": "0.3.1", "plugins": [
+        {"type": "k8sx-flannel", "subnetFile": subnet_env, "dataDir": os.path.join(node.dir, "flannel"),
+         "ipam": {"dataDir": node.data_dir}, "delegate": {"bridge": unique("pcni"), "isDefaultGateway": True}},
+        {"type": "k8sx-portmap", "capabilities": {"portMappings": True}}]}
+    cap = {"portMappings": [{"hostPort": 18095, "containerPort": 80, "protocol": "tcp"}]}
+    pod, path = node.pod()
+    result = node.add(conflist, path, "k8sxtp-k1", cap=cap)
+    assert result["cniVersion"] == "0.3.1"
+    assert result["ips"] == [{"version": "4", "interface": 2, "address": "10.198.15.2/24", "gateway": "10.198.15.1"}]
+    from k8sx.net.iptables import chain_name
+
+    dn = chain_name("CNI-DN-", "k8sxtp-cbr0", "k8sxtp-k1")
+    assert f"-A {dn} -p tcp -m tcp --dport 18095 -j DNAT --to-destination 10.198.15.2:80" in node.nat()
+    node.delete(conflist, path, "k8sxtp-k1", cap=cap)
+    assert dn not in node.nat() and pod_addrs(pod) == []
+    node.delete(conflist, path, "k8sxtp-k1", cap=cap)
