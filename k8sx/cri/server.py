@@ -134,11 +134,16 @@ class CRIServer:
         import grpc
 
         path = self.config.socket_path
-        for d in (self.config.root, self.config.state):
-            os.makedirs(d, mode=0o711, exist_ok=True)
-        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        for d in (self.config.root, self.config.state, os.path.dirname(path)):
+            try:
+                os.makedirs(d, mode=0o711, exist_ok=True)
+            except OSError as e:
+                raise K8sxError(f"cannot create {d}: {e.strerror}") from e
         self._check_socket_path()
-        services = self.services if self.services is not None else default_services(self.config)
+        try:
+            services = self.services if self.services is not None else default_services(self.config)
+        except OSError as e:
+            raise K8sxError(f"cannot open the stores under {self.config.root}: {e}") from e
         server = grpc.server(ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="cri"),
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 16 * 1024 * 1024)])

@@ -154,6 +154,12 @@ def test_config_file_and_bad_settings(tmp):
     r = subprocess.run([K8SX, "runtime", "serve", "--listen", "tcp://127.0.0.1:1", "--root", f"{tmp}/r"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "only unix sockets" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([K8SX, "runtime", "serve", "--listen", f"unix://{tmp}/k8sxtc-x.sock", "--root",
+                        f"{conf}/root"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stderr.startswith(f"Error: cannot create {conf}/root: Not a directory")
+    r = subprocess.run([K8SX, "runtime", "serve", "--listen", f"unix://{tmp}/k8sxtc-x.sock", "--root", "rel"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--root must be an absolute path" in r.stderr
 
 
 def test_unreachable_endpoint_is_one_line(tmp):
