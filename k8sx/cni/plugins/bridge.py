@@ -57,7 +57,8 @@ class Conf:
         if self.hairpin and self.promisc:
             raise CNIError(ERR_INVALID_NETWORK_CONFIG, "cannot set hairpin mode and promiscuous mode at the same time.")
         if args.require("vlan", int, 0):
-            raise CNIError(ERR_UNSUPPORTED_FIELD, "k8sx bridge does not support 'vlan'")
+            raise CNIError(ERR_UNSUPPORTED_FIELD, "k8sx bridge does not support 'vlan'",
+                           "bridge VLAN filtering is not implemented (this kernel lacks it to test against)")
         if args.require("macspoofchk", bool, False):
             raise CNIError(ERR_UNSUPPORTED_FIELD, "k8sx bridge does not support 'macspoofchk'")
         ipam = args.require("ipam", dict, {})
