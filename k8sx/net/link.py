@@ -130,10 +130,10 @@ class Netlink:
                 raise NetError(errno.ENODEV, f"bridge {name} vanished after creation")
         if br.kind != "bridge":
             raise NetError(errno.EEXIST, f"{name!r} already exists but is not a bridge")
-        want = br.flags | IFF_UP | (IFF_PROMISC if promisc else 0)
-        if want != br.flags:
+        mask = IFF_UP | (IFF_PROMISC if promisc else 0)
+        if br.flags & mask != mask:
             with self._errors(f"set bridge {name} up"):
-                self._ipr.link("set", index=br.index, state="up", **({"promisc": 1} if promisc else {}))
+                self._ipr.link("set", index=br.index, flags=mask, change=mask)
             br = self.link(index=br.index) or br
         return br
 

@@ -454,3 +454,31 @@ def test_kube_flannel_shape_at_031_with_portmap(node):
     node.delete(conflist, path, "k8sxtp-k1", cap=cap)
     assert dn not in node.nat() and pod_addrs(pod) == []
     node.delete(conflist, path, "k8sxtp-k1", cap=cap)
+
+
+def test_bridge_options_mtu_promisc_mac_and_l2_only(node):
+    def opts(prefix: str, name: str, subnet: str, l2: bool = False) -> dict:
+        conflist = node.bridge_list(prefix, name, unique("pbr"), subnet)
+        plugin = conflist["plugins"][0]
+        plugin.update(mtu=1400, promiscMode=True, hairpinMode=False, capabilities={"mac": True})
+        if l2:
+            del plugin["ipam"]
+            plugin["ipMasq"] = plugin["isGateway"] = False
+        return conflist
+
+    cap = {"mac": "0a:58:0a:c6:12:05"}
+    for l2 in (False, True):
+        ref_list = opts("", "k8sxtp-refo", "10.198.18.0/24", l2)
+        our_list = opts("k8sx-", "k8sxtp-ouro", "10.198.19.0/24", l2)
+        (_, ref_path), (our_pod, our_path) = node.pod(), node.pod()
+        ref = node.add(ref_list, ref_path, "k8sxtp-o1", cap=cap)
+        ours = node.add(our_list, our_path, "k8sxtp-o1", cap=cap)
+        assert shape(ours) == shape(ref)
+        assert ours["interfaces"][2]["mac"] == ref["interfaces"][2]["mac"] == cap["mac"]
+        bridge = our_list["plugins"][0]["bridge"]
+        br_show = node.sh("ip", "link", "show", "dev", bridge)
+        assert "PROMISC" in br_show and "mtu 1400" in br_show
+        pod_show = subprocess.run(["ip", "-n", our_pod, "link", "show", "eth0"], capture_output=True, text=True).stdout
+        assert "mtu 1400" in pod_show and cap["mac"] in pod_show and "UP" in pod_show
+        node.delete(our_list, our_path, "k8sxtp-o1", cap=cap)
+        node.delete(ref_list, ref_path, "k8sxtp-o1", cap=cap)
