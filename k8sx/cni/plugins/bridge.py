@@ -218,8 +218,12 @@ def _ipam(conf: Conf, args: CmdArgs, command: str) -> dict[str, Any] | None:
 def cmd_add(args: CmdArgs) -> dict[str, Any]:
     conf = Conf(args)
     cfd = _open_netns(args.netns)
-    host_nl = Netlink()
-    cont_nl = Netlink(cfd)
+    try:
+        host_nl = Netlink()
+        cont_nl = Netlink(cfd)
+    except BaseException:
+        os.close(cfd)
+        raise
     created: Link | None = None
     ipam_done = False
     try:
