@@ -7,28 +7,11 @@ clean-up below (and a human) can find it.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 
 import pytest
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
-PREFIX = "k8sxt"
-
-
-def bin_path(name: str) -> str:
-    """A console script of this installation (the venv the tests run in)."""
-    return os.path.join(BIN, name)
-
-
-def unique(tag: str, length: int = 15) -> str:
-    """A kernel-object name with the test prefix: ``k8sxt<tag><random>``, at most ``length`` chars."""
-    name = f"{PREFIX}{tag}{uuid.uuid4().hex}"
-    return name[:length]
+from support import bin_path, unique
 
 
 class NetnsFactory:
@@ -69,7 +52,3 @@ def k8sx_bin() -> str:
     path = bin_path("k8sx")
     assert os.path.exists(path), f"{path} missing: install the project (scripts/install)"
     return path
-
-
-def have(cmd: str) -> bool:
-    return shutil.which(cmd) is not None

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BIN, REPO, bin_path
+from support import BIN, REPO, bin_path
 
 import k8sx
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BIN, REPO
 from kubeapi import write_kubeconfig
 from shell import Shell
+from support import BIN, REPO
 
 from k8sx.cli import complete, tree
 

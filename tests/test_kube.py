@@ -8,8 +8,8 @@ import os
 import subprocess
 
 import pytest
-from conftest import BIN, bin_path
 from kubeapi import ApiEmulator, write_kubeconfig
+from support import BIN, bin_path
 
 from k8sx.errors import K8sxError, UsageError
 from k8sx.kube import KubeConnection, load_kubeconfig, parse_timeout

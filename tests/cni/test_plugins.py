@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REPO, bin_path
+from support import REPO, bin_path
 
 from k8sx.cni import invoke, skel
 from k8sx.cni.install import PLUGINS, render

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from conftest import unique
+from support import unique
 
 from k8sx.cni.conf import conf_list_from_bytes
 from k8sx.cni.install import install

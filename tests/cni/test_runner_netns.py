@@ -17,7 +17,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import bin_path, unique
+from support import bin_path, unique
 
 REF_PLUGINS = "/usr/lib/cni"
 pytestmark = pytest.mark.root
