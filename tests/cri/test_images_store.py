@@ -74,6 +74,19 @@ def test_remove_frees_exactly_the_unshared(registry, image_store):
     assert image_store.remove(rb) is False
 
 
+def test_lease_keeps_layers_of_a_removed_image(registry, image_store):
+    img = build.make_image([layer_tar({"l": "leased"}), layer_tar({"m": "more"})])
+    ref = registry.push(registry.repo("lease") + ":1", img)
+    got = image_store.pull(ref)
+    dirs = image_store.lease("k8sxti-ctr-1", got.id)
+    assert dirs == image_store.layers(got.id)
+    assert image_store.remove(ref)
+    assert image_store.get(ref) is None and all(os.path.isdir(d) for d in dirs)
+    assert image_store.content.all() == []  # blobs go at once; the unpacked layers stay for the container
+    image_store.release("k8sxti-ctr-1")
+    assert store_state(image_store) == EMPTY
+
+
 def test_two_tags_one_image_removed_together(registry, image_store):
     img = build.make_image([layer_tar({"t": "t"})])
     repo = registry.repo("tags")
@@ -81,6 +94,7 @@ def test_two_tags_one_image_removed_together(registry, image_store):
     image_store.pull(r1)
     got = image_store.pull(r2)
     assert got.repo_tags == [r1, r2] and len(image_store.list()) == 1
+    assert image_store.get(f"{r1}@{img.manifest.digest}").id == img.id  # name:tag@digest
     assert image_store.remove(r1)
     assert store_state(image_store) == EMPTY
 

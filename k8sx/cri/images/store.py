@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS refs (name TEXT PRIMARY KEY, image_id TEXT NOT NULL, 
 CREATE TABLE IF NOT EXISTS image_blobs (image_id TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (image_id, digest));
 CREATE TABLE IF NOT EXISTS image_snapshots (image_id TEXT NOT NULL, idx INTEGER NOT NULL, chain_id TEXT NOT NULL,
     PRIMARY KEY (image_id, idx));
+CREATE TABLE IF NOT EXISTS leases (holder TEXT NOT NULL, idx INTEGER NOT NULL, chain_id TEXT NOT NULL,
+    PRIMARY KEY (holder, idx));
 """
 
 
@@ -175,7 +177,7 @@ class ImageStore:
         """Delete blobs and snapshots that no image references (caller holds the gc lock exclusively)."""
         with self._db() as db:
             blobs = {r[0] for r in db.execute("SELECT DISTINCT digest FROM image_blobs")}
-            snaps = {r[0] for r in db.execute("SELECT DISTINCT chain_id FROM image_snapshots")}
+            snaps = {r[0] for r in db.execute("SELECT chain_id FROM image_snapshots UNION SELECT chain_id FROM leases")}
         for d in self.content.all():
             if d not in blobs:
                 self.content.delete(d)
@@ -206,7 +208,9 @@ class ImageStore:
             if row:
                 return row[0]
         if looks_like_reference(text):
-            row = db.execute("SELECT image_id FROM refs WHERE name=?", (str(parse(text)),)).fetchone()
+            r = parse(text)
+            row = db.execute("SELECT image_id FROM refs WHERE name=?",
+                             (r.with_digest(r.digest) if r.digest else str(r),)).fetchone()
             if row:
                 return row[0]
         if _HEX.match(hexpart):
@@ -236,6 +240,31 @@ class ImageStore:
                 raise ImageNotFound(f"image {image_id!r} not found")
             rows = db.execute("SELECT chain_id FROM image_snapshots WHERE image_id=? ORDER BY idx", (resolved,))
             return [self.snapshots.path(r[0]) for r in rows]
+
+    def lease(self, holder: str, ref_or_id: str) -> list[str]:
+        """Keep an image's layers for ``holder`` (a container id) even if the image is removed meanwhile.
+
+        Returns the layer directories, lowest first, as :meth:`layers`. Removing an image a container
+        still uses then frees only what no image *and no lease* needs, as containerd's snapshots of
+        running containers keep their parents. :meth:`release` ends the lease.
+        """
+        with flocked(self._gc_lock, shared=True), self._db() as db:
+            image_id = self._resolve_id(db, ref_or_id)
+            if not image_id:
+                raise ImageNotFound(f"image {ref_or_id!r} not found")
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM leases WHERE holder=?", (holder,))
+            db.execute("INSERT INTO leases SELECT ?, idx, chain_id FROM image_snapshots WHERE image_id=?",
+                       (holder, image_id))
+            db.execute("COMMIT")
+            rows = db.execute("SELECT chain_id FROM leases WHERE holder=? ORDER BY idx", (holder,))
+            return [self.snapshots.path(r[0]) for r in rows]
+
+    def release(self, holder: str) -> None:
+        """End ``holder``'s lease; layers no image or other lease uses are freed."""
+        with flocked(self._gc_lock), self._db() as db:
+            if db.execute("DELETE FROM leases WHERE holder=?", (holder,)).rowcount:
+                self._sweep()
 
     def fs_info(self) -> FsUsage:
         """Bytes and inodes used by the store (hardlinked inodes counted once)."""
