@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -67,6 +68,16 @@ def make_image(work: str) -> build.BuiltImage:
     return build.make_image(layers, {"Cmd": ["sh"]})
 
 
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # crictl, once it was waited for
+    return r.ru_utime + r.ru_stime
+
+
 class Containerd:
     """A private containerd (CRI plugin) with its registry mirror config, torn down on stop()."""
 
@@ -110,6 +121,12 @@ state = "{self.dir}/state"
                                f"unix://{self.sock}", "--timeout", "60s", *args], capture_output=True, text=True,
                               check=check)
 
+    def cpu(self) -> float:
+        """containerd's CPU seconds so far (its shim-less pull work happens in the daemon itself)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -134,22 +151,26 @@ def main() -> None:
         total = sum(b.size for b in img.layers)
         print(f"image: {len(img.layers)} layers, {total / 1e6:.1f} MB compressed, ref {ref}")
         containerd = Containerd(work, registry.host)
-        ours, theirs = [], []
+        ours, theirs, cpu_ours, cpu_theirs = [], [], [], []
         for i in range(args.rounds):
-            t0 = time.perf_counter()
+            c0, t0 = containerd.cpu() + children_cpu(), time.perf_counter()
             containerd.crictl("pull", ref)
             theirs.append(time.perf_counter() - t0)
+            cpu_theirs.append(containerd.cpu() + children_cpu() - c0)
             containerd.crictl("rmi", ref)
             root = os.path.join(work, f"k8sx-{i}")
-            t0 = time.perf_counter()
+            c0, t0 = self_cpu(), time.perf_counter()
             got = ImageStore(root).pull(ref)
             ours.append(time.perf_counter() - t0)
+            cpu_ours.append(self_cpu() - c0)
             assert got.id == img.id
             shutil.rmtree(root)
         k, c = statistics.median(ours), statistics.median(theirs)
         print(f"k8sx ImageStore.pull : median {k * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in ours)})")
         print(f"containerd crictl pull: median {c * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in theirs)})")
         print(f"ratio k8sx/containerd: {k / c:.2f}x (target <= 1.0x)")
+        print(f"CPU seconds (user+sys), median: k8sx {statistics.median(cpu_ours):.2f}, "
+              f"containerd+crictl {statistics.median(cpu_theirs):.2f}; load average now {os.getloadavg()[0]:.1f}")
     finally:
         if containerd:
             containerd.stop()

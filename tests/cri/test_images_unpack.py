@@ -178,8 +178,10 @@ def test_diff_id_verified(host):
     with open(path, "wb") as f:
         f.write(data)  # an uncompressed layer works too
     assert unpack_layer(path, host["rootfs"], good).diff_id == good
+    again = os.path.join(host["rootfs"], "again")
+    os.mkdir(again)
     with pytest.raises(DigestMismatch):
-        unpack_layer(path, host["rootfs"], "sha256:" + "0" * 64)
+        unpack_layer(path, again, "sha256:" + "0" * 64)
 
 
 def test_malicious_layer_refused_by_pull_leaves_nothing(registry, image_store, host):
