@@ -100,10 +100,14 @@ def test_two_tags_one_image_removed_together(registry, image_store):
 
 
 class StallingProxy:
-    """A loopback TCP proxy that passes ``limit`` bytes of each response, then hangs (a stuck registry)."""
+    """A loopback TCP proxy that passes ``limit`` bytes of each response, then hangs (a stuck registry).
 
-    def __init__(self, upstream_port: int, limit: int) -> None:
-        self.upstream, self.limit = upstream_port, limit
+    With ``cut`` it instead closes the first ``cut`` connections that exceed ``limit`` (a flaky network).
+    """
+
+    def __init__(self, upstream_port: int, limit: int, cut: int = 0) -> None:
+        self.upstream, self.limit, self.cut, self.flaky = upstream_port, limit, cut, cut > 0
+        self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -129,8 +133,16 @@ class StallingProxy:
             while data := src.recv(65536):
                 if limit is not None and sent + len(data) > limit:
                     dst.sendall(data[: limit - sent])
-                    self.stop.wait()
-                    return
+                    if not self.flaky:
+                        self.stop.wait()
+                        return
+                    with self.lock:
+                        cut, self.cut = self.cut > 0, self.cut - 1
+                    if cut:
+                        dst.shutdown(socket.SHUT_RDWR)
+                        dst.close()
+                        return
+                    data, limit = data[limit - sent :], None
                 dst.sendall(data)
                 sent += len(data)
         except OSError:
@@ -176,6 +188,34 @@ def test_killed_pull_leaves_nothing_after_reopen(registry, tmpdir_k8sxti):
     assert store_state(store) == EMPTY
     assert [n for n in os.listdir(os.path.join(root, "locks")) if n != "gc"] == []
     assert store.pull(path).id == img.id  # and the store still works
+
+
+def test_interrupted_downloads_are_retried(registry, image_store):
+    img = build.make_image([layer_tar({"a": os.urandom(500_000)}), layer_tar({"b": os.urandom(500_000)})],
+                           compress=False)
+    path = registry.repo("flaky") + ":1"
+    registry.push(path, img)
+    proxy = StallingProxy(registry.port, limit=200_000, cut=2)
+    try:
+        got = image_store.pull(path.replace(registry.host, f"127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert got.id == img.id and proxy.cut < 0  # two connections were cut mid-blob, and the pull still succeeded
+    assert os.listdir(image_store.content.ingest_dir) == []
+    for layer, name in zip(image_store.layers(got.id), "ab", strict=True):
+        assert os.path.getsize(os.path.join(layer, name)) == 500_000
+
+
+def test_fs_info_counts_the_store(registry, image_store):
+    empty = image_store.fs_info()
+    img = build.make_image([layer_tar({"f": os.urandom(100_000)})])
+    ref = registry.push(registry.repo("fsinfo") + ":1", img)
+    image_store.pull(ref)
+    full = image_store.fs_info()
+    assert full.mountpoint == image_store.root and full.timestamp_ns > empty.timestamp_ns
+    assert full.used_bytes >= empty.used_bytes + 200_000 and full.inodes_used > empty.inodes_used
+    image_store.remove(ref)
+    assert image_store.fs_info().used_bytes == empty.used_bytes
 
 
 def test_digest_mismatch_rejected(registry, image_store):

@@ -171,6 +171,28 @@ def test_metadata_kept_and_dangerous_xattrs_dropped(host):
     assert (dst.st_uid, dst.st_gid, stat.S_IMODE(dst.st_mode), int(dst.st_mtime)) == (7, 8, 0o711, 1500000000)
 
 
+def test_modes_of_root_owned_files(host):
+    unpack(host, [(ti("suid", mode=0o4755), b"x"), (ti("open", mode=0o777), b"x"), (ti("plain", mode=0o640), b"x"),
+                  (ti("sticky", tarfile.DIRTYPE, mode=0o1777), None)])
+    modes = {n: stat.S_IMODE(os.lstat(os.path.join(host["rootfs"], n)).st_mode)
+             for n in ("suid", "open", "plain", "sticky")}
+    assert modes == {"suid": 0o4755, "open": 0o777, "plain": 0o640, "sticky": 0o1777}
+
+
+def test_symlink_loop_and_links_to_symlinks(host):
+    with pytest.raises(UnsafeLayer, match="symlinks"):
+        unpack(host, [(ti("a", tarfile.SYMTYPE, linkname="b"), None), (ti("b", tarfile.SYMTYPE, linkname="a"), None),
+                      (ti("a/x"), b"loop")])
+    fresh = os.path.join(host["rootfs"], "fresh")
+    os.mkdir(fresh)
+    path = os.path.join(host["root"], "layer")
+    with open(path, "wb") as f:
+        f.write(raw_tar([(ti("s", tarfile.SYMTYPE, linkname="/etc/passwd"), None),
+                         (ti("h", tarfile.LNKTYPE, linkname="s"), None)]))
+    unpack_layer(path, fresh)
+    assert os.readlink(os.path.join(fresh, "h")) == "/etc/passwd"  # the link itself, resolved in the container
+
+
 def test_diff_id_verified(host):
     data = layer_tar({"a": "a"})
     good = "sha256:" + hashlib.sha256(data).hexdigest()

@@ -257,10 +257,15 @@ class Response:
         self.headers = resp.headers
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes; a body cut short of its Content-Length raises :class:`Transient` (retried)."""
+        remaining = self.resp.length
         try:
-            return self.resp.read(n) if n >= 0 else self.resp.read()
+            data = self.resp.read(n) if n >= 0 else self.resp.read()
         except (OSError, http.client.HTTPException) as e:
             raise Transient(f"reading from registry: {e}") from e
+        if not data and n != 0 and remaining:
+            raise Transient(f"the registry closed the connection with {remaining} bytes of the body unsent")
+        return data
 
     def close(self) -> None:
         self.conn.close()
