@@ -38,6 +38,24 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
+def dump_yaml_go(obj: Any) -> str:
+    """YAML as Go tools print it through sigs.k8s.io/yaml (crictl, kubectl): sorted keys, ``"double"`` quotes."""
+    import yaml
+
+    class GoDumper(yaml.SafeDumper):
+        pass
+
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # go-yaml double-quotes a string that would read back as another type ("12", "", "true",
+        # a timestamp); anything else is left to the emitter (plain, or single quotes when needed).
+        implicit = dumper.resolve(yaml.ScalarNode, value, (True, False))
+        style = '"' if implicit != "tag:yaml.org,2002:str" else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    GoDumper.add_representer(str, represent_str)
+    return yaml.dump(obj, Dumper=GoDumper, sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
 def render(
     data: Any,
     fmt: Format | str = Format.table,

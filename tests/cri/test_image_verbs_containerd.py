@@ -73,7 +73,9 @@ def test_verbs_against_containerd_match_ours(endpoints, registry):
     if shutil.which("crictl"):
         # byte-for-byte what crictl prints for the same calls against containerd
         base = ["crictl", "--runtime-endpoint", ctrd, "--image-endpoint", ctrd, "--timeout", "10s"]
-        for args in (["images", "-o", "json", name], ["inspecti", ref], ["version"], ["images", "--digests", "-q"]):
+        for args in (["images", "-o", "json", name], ["inspecti", ref], ["version"], ["images", "--digests", "-q"],
+                     ["images", "-o", "yaml", name], ["inspecti", "-o", "yaml", ref],
+                     ["inspecti", "-q", "-o", "json", ref]):
             want = subprocess.run(base + args, capture_output=True, text=True, timeout=60)
             assert want.returncode == 0, want.stderr
             assert ok(k8sx(ctrd, *args)) == want.stdout, args

@@ -78,3 +78,17 @@ def status_document(status: dict[str, Any], info: Any = None) -> dict[str, Any]:
         except ValueError:
             doc[key] = info[key]
     return doc
+
+
+def render_document(doc: Any, fmt: Any) -> None:
+    """Render a protobuf-derived document as crictl does: JSON in field order, YAML as Go prints it.
+
+    crictl converts its JSON to YAML through a generic map (sorted keys, double quotes) and prints
+    it followed by an empty line; doing the same keeps ``-o yaml`` diffable against crictl's.
+    """
+    from k8sx.cli.output import Format, dump_yaml_go, render
+
+    if Format(fmt) is Format.yaml:
+        typer.echo(dump_yaml_go(doc))
+    else:
+        render(doc, fmt)

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from k8sx.cli.output import Format, render
+from k8sx.cli.output import Format
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import client, status_document
+from k8sx.cli.runtime.common import client, render_document, status_document
 
 
 @app.command()
@@ -31,4 +31,4 @@ def imagefsinfo(
             typer.echo(f"InodesUsed: {fs.inodes_used.value}")
             typer.echo(f"Mountpoint: {fs.fs_id.mountpoint}")
         else:
-            render(status_document(to_dict(fs)), output)
+            render_document(status_document(to_dict(fs)), output)

@@ -14,7 +14,7 @@ import typer
 
 from k8sx.cli.output import Format, render
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import client, human_size, truncate_id
+from k8sx.cli.runtime.common import client, human_size, render_document, truncate_id
 
 NONE = "<none>"
 
@@ -68,7 +68,7 @@ def images(
         found = c.list_images(repository)
     found = sorted((i for i in found if image_matches(repository, i.id, i.repo_tags, i.repo_digests)), key=sort_key)
     if output is not Format.table:
-        render({"images": [to_dict(i) for i in found]}, output)
+        render_document({"images": [to_dict(i) for i in found]}, output)
         return
     if quiet:
         for image in found:

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from k8sx.cli.output import Format, render
+from k8sx.cli.output import Format
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import client, human_size, status_document
+from k8sx.cli.runtime.common import client, human_size, render_document, status_document
 from k8sx.errors import K8sxError
 
 
@@ -32,7 +32,7 @@ def inspecti(
             if not r.HasField("image"):
                 raise K8sxError(f"no such image {ref!r} present")
             if output is not Format.table:
-                render(status_document(to_dict(r.image), r.info), output)
+                render_document(status_document(to_dict(r.image), r.info), output)
                 continue
             img = r.image
             typer.echo(f"ID: {img.id}")
