@@ -206,6 +206,8 @@ class Runner:
         ``valid_attachments`` (container id, ifname), then GC each plugin (1.1.0 lists only) with
         ``cni.dev/valid-attachments``. Returns the attachments deleted; errors are collected and
         raised together at the end."""
+        if netconf.disable_gc:  # spec 1.1: the list opts out of GC altogether
+            return []
         valid = {(c, i) for c, i in (valid_attachments or ())}
         errors: list[str] = []
         removed = []

@@ -224,6 +224,8 @@ def test_gc_deletes_stale_attachments_and_gcs_plugins(env):
                                                   "plugins": [{"type": "k8sxtr-a"}]}).encode())
     env.runner.add_network(other, rt("k8sxtr-elsewhere"))
     env.records()
+    assert env.runner.gc(netlist("1.1.0", disableGC=True), []) == []  # opted out: nothing deleted, no GC
+    assert env.records() == []
     removed = env.runner.gc(net, [("k8sxtr-keep", "eth0")])
     assert [(e.container_id, e.ifname) for e in removed] == [("k8sxtr-stale", "net1")]
     recs = env.records()
