@@ -7,8 +7,8 @@ hits both sides alike:
 (a) runner: ``k8sx.cni.runner.Runner`` (the CRI server's path). It execs the reference plugins
     and runs ours in-process (their executables carry the k8sx marker).
 (b) exec: every plugin exec'ed as cnitool does (CNI_* env + stdin, chained by hand), for the
-    reference binaries and for our thin executables, with ``k8sx cni plugind`` running, and
-    (fewer rounds) without it (the in-process fallback of the executable).
+    reference binaries and for our executables (started by the native client, and by Python) with
+    ``k8sx cni plugind`` running, and (fewer rounds) without it (the in-process fallback).
 
 Everything happens in namespaces this script creates (node ``k8sxtpbnode*``, pod ``k8sxtpbpod*``)
 and removes. Run as root: ``.venv/bin/python bench/cni_chain.py [-n 20]``.
@@ -146,6 +146,8 @@ def main() -> int:
             subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
         podns = f"/var/run/netns/{pod}"
         install(bin_dir)
+        py_dir = f"{work}/pybin"  # the same executables starting Python instead of the native client
+        install(py_dir, native=False)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
         daemon = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "k8sx"), "cni", "plugind",
                                    "--socket", sock], stderr=subprocess.DEVNULL)
@@ -174,7 +176,8 @@ def main() -> int:
             }, opts.rounds)
             execd = measure({
                 "reference": ExecDriver(conf("", "ref", 2), REF_DIR, podns, env),
-                "k8sx thin client + plugind": ExecDriver(conf("k8sx-", "ours", 3), bin_dir, podns, env_daemon),
+                "k8sx native client + plugind": ExecDriver(conf("k8sx-", "ours", 3), bin_dir, podns, env_daemon),
+                "k8sx python client + plugind": ExecDriver(conf("k8sx-", "ourspy", 8), py_dir, podns, env_daemon),
             }, opts.rounds)
             fallback = measure({
                 "reference": ExecDriver(conf("", "ref", 4), REF_DIR, podns, env),

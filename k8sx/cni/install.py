@@ -9,13 +9,21 @@ first 256 bytes. One renderer produces both the installed files and the copies i
 Installed names are ``k8sx-<role>`` (no clash with the reference plugins) unless the reference
 names are asked for; the flannel meta-plugin picks its delegates' default types to match (see
 :mod:`k8sx.cni.plugins.flannel`).
+
+Where a C compiler exists, the executables' ``#!`` line names a small native client
+(``plugin_client.c``, compiled next to them as ``.k8sx-plugin-client``) instead of Python: it starts
+in ~1 ms instead of ~20 ms, talks to the daemon the same way, and without a daemon hands the very
+same file to Python. The file stays a valid Python script either way.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 
 from k8sx.errors import K8sxError
 
@@ -28,6 +36,7 @@ PLUGINS: dict[str, str] = {
     "flannel": "k8sx.cni.plugins.flannel",
 }
 PREFIX = "k8sx-"
+CLIENT = ".k8sx-plugin-client"
 REPO_SHEBANG = "#!/usr/bin/env -S python3 -IS"
 
 _TEMPLATE = '''{shebang}
@@ -51,19 +60,53 @@ def package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(k8sx.__file__)))
 
 
-def render(role: str, python: str | None = None, root: str | None = None) -> str:
-    """The executable for ``role``; ``python``/``root`` None gives the checkout copy of ``plugins/``."""
-    shebang = f"#!{python} -IS" if python else REPO_SHEBANG
+def render(role: str, python: str | None = None, root: str | None = None, client: str | None = None) -> str:
+    """The executable for ``role``; ``python``/``root`` None gives the checkout copy of ``plugins/``.
+
+    ``client``: the native client to name in the ``#!`` line instead of ``python -IS``.
+    """
+    shebang = f"#!{client}" if client else f"#!{python} -IS" if python else REPO_SHEBANG
     if len(shebang) > 127:
-        raise K8sxError(f"interpreter path too long for a shebang line: {python}")
+        raise K8sxError(f"interpreter path too long for a shebang line: {shebang[2:]}")
     return _TEMPLATE.format(shebang=shebang, module=PLUGINS[role], role=role, root=root)
+
+
+def build_client(directory: str, python: str) -> str | None:
+    """Compile the native client into ``directory``; None when no C compiler can (Python is used then)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or any(c in python for c in '"\\\n'):
+        return None
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugin_client.c")
+    dest = os.path.join(directory, CLIENT)
+    fd, tmp = tempfile.mkstemp(prefix=".k8sx-cc-", dir=directory)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, "-O2", "-o", tmp, f'-DK8SX_PYTHON="{python}"', source], capture_output=True,
+                              check=False, timeout=120)
+        if proc.returncode != 0:
+            return None
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, dest)
+        return dest
+    except (OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@dataclass
+class Installed:
+    plugins: list[str]
+    client: str | None  # the native client, or None when the executables start Python directly
 
 
 def installed_name(role: str, reference_names: bool) -> str:
     return role if reference_names else PREFIX + role
 
 
-def install(directory: str, reference_names: bool = False, python: str | None = None) -> list[str]:
+def install(directory: str, reference_names: bool = False, python: str | None = None,
+            native: bool = True) -> Installed:
     """Write every plugin executable into ``directory`` (atomically: running plugins are unaffected)."""
     python = python or sys.executable
     root = package_root()
@@ -71,16 +114,18 @@ def install(directory: str, reference_names: bool = False, python: str | None = 
         os.makedirs(directory, 0o755, exist_ok=True)
     except OSError as exc:
         raise K8sxError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    directory = os.path.abspath(directory)
+    client = build_client(directory, python) if native else None
     paths = []
     for role in PLUGINS:
         dest = os.path.join(directory, installed_name(role, reference_names))
         try:
             fd, tmp = tempfile.mkstemp(prefix=".k8sx-", dir=directory)
             with os.fdopen(fd, "w") as fh:
-                fh.write(render(role, python, root))
+                fh.write(render(role, python, root, client))
             os.chmod(tmp, 0o755)
             os.replace(tmp, dest)
         except OSError as exc:
             raise K8sxError(f"cannot install {dest}: {exc.strerror or exc}") from None
         paths.append(dest)
-    return paths
+    return Installed(paths, client)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -227,7 +228,8 @@ def test_install_plugins_names_and_markers(workdir):
     p = subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", workdir], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     names = sorted(os.listdir(workdir))
-    assert names == ["k8sx-bridge", "k8sx-flannel", "k8sx-host-local", "k8sx-loopback", "k8sx-portmap"]
+    assert names == [".k8sx-plugin-client", "k8sx-bridge", "k8sx-flannel", "k8sx-host-local", "k8sx-loopback",
+                     "k8sx-portmap"]
     for role, module in PLUGINS.items():
         path = os.path.join(workdir, "k8sx-" + role)
         assert os.access(path, os.X_OK)
@@ -237,7 +239,7 @@ def test_install_plugins_names_and_markers(workdir):
     ref_dir = os.path.join(workdir, "ref")
     p = subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", ref_dir, "--reference-names"],
                        capture_output=True, text=True)
-    assert p.returncode == 0 and sorted(os.listdir(ref_dir)) == sorted(PLUGINS)
+    assert p.returncode == 0 and sorted(os.listdir(ref_dir)) == sorted([*PLUGINS, ".k8sx-plugin-client"])
     p = subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", "/proc/k8sxtp"], capture_output=True,
                        text=True)
     assert p.returncode != 0 and "Traceback" not in p.stderr and "/proc/k8sxtp" in p.stderr
@@ -266,9 +268,15 @@ def daemon(workdir):
 
 
 @pytest.mark.root
-def test_executables_through_the_daemon_and_without_it(workdir, daemon, netns):
+@pytest.mark.parametrize("native", [True, False], ids=["native-client", "python-client"])
+def test_executables_through_the_daemon_and_without_it(workdir, daemon, netns, native):
     bin_dir = os.path.join(workdir, "bin")
-    subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", bin_dir], check=True, capture_output=True)
+    p = subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", bin_dir,
+                        "--native" if native else "--no-native"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    with open(os.path.join(bin_dir, "k8sx-loopback")) as fh:
+        shebang = fh.readline()
+    assert shebang == (f"#!{bin_dir}/.k8sx-plugin-client\n" if native else f"#!{sys.executable} -IS\n")
     node, pod = netns("pnode"), netns("ppod")
     subprocess.run(["ip", "-n", pod, "link", "set", "lo", "down"], check=True)
     conf = json.dumps({"cniVersion": "1.0.0", "name": "k8sxtp-lo", "type": "k8sx-loopback"}).encode()

@@ -19,18 +19,26 @@ RefNamesOpt = Annotated[bool, typer.Option(
     "--reference-names", help="Install as bridge, host-local, loopback, portmap, flannel (replacing the reference "
     "plugins of those names) instead of k8sx-bridge, k8sx-host-local, ...")]
 PythonOpt = Annotated[str | None, typer.Option("--python", help="Interpreter for the executables (default: this one).")]
+NativeOpt = Annotated[bool, typer.Option(
+    "--native/--no-native", help="Compile the ~1 ms native client the executables start with (needs cc); "
+    "--no-native starts Python (~20 ms) instead.")]
 SocketOpt = Annotated[str | None, typer.Option(
     "--socket", help="Unix socket to serve on (default: $K8SX_CNI_PLUGIND_SOCKET or /run/k8sx/cni-plugind.sock).")]
 
 
 @app.command("install-plugins")
 def install_plugins(directory: DirOpt = "/opt/cni/bin", reference_names: RefNamesOpt = False,
-                    python: PythonOpt = None) -> None:
+                    python: PythonOpt = None, native: NativeOpt = True) -> None:
     """Install k8sx's CNI plugins (bridge, host-local, loopback, portmap, flannel) as executables."""
     from k8sx.cni.install import install
 
-    for path in install(directory, reference_names, python):
+    done = install(directory, reference_names, python, native)
+    for path in done.plugins:
         typer.echo(path)
+    if done.client:
+        typer.echo(f"native client: {done.client}", err=True)
+    elif native:
+        typer.echo("no C compiler: the executables start Python directly (slower; see --no-native)", err=True)
 
 
 @app.command("plugind")
