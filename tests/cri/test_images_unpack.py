@@ -193,6 +193,26 @@ def test_symlink_loop_and_links_to_symlinks(host):
     assert os.readlink(os.path.join(fresh, "h")) == "/etc/passwd"  # the link itself, resolved in the container
 
 
+def test_gzip_members_concatenated_and_truncated(host):
+    import gzip
+
+    from k8sx.cri.images.errors import ImageError
+
+    data = raw_tar([(ti("big"), os.urandom(3 << 20)), (ti("small"), b"s")])
+    path = os.path.join(host["root"], "layer")
+    with open(path, "wb") as f:  # two gzip members, as pigz or a concatenating tool writes them
+        f.write(gzip.compress(data[: len(data) // 3]) + gzip.compress(data[len(data) // 3 :]))
+    want = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert unpack_layer(path, host["rootfs"], want).diff_id == want
+    assert os.path.getsize(os.path.join(host["rootfs"], "big")) == 3 << 20
+    with open(path, "wb") as f:
+        f.write(gzip.compress(data)[: 1 << 20])
+    cut = os.path.join(host["rootfs"], "cut")
+    os.mkdir(cut)
+    with pytest.raises(ImageError, match="cannot unpack"):
+        unpack_layer(path, cut)
+
+
 def test_diff_id_verified(host):
     data = layer_tar({"a": "a"})
     good = "sha256:" + hashlib.sha256(data).hexdigest()

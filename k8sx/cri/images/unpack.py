@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import gzip
 import hashlib
 import os
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +48,7 @@ _FD_CACHE_MAX = 512
 WRITERS = 2  # threads creating small files: the syscalls release the GIL while the tar stream is parsed
 MAX_PENDING = 256
 SMALL_FILE = 1 << 20
+GUNZIP_CHUNK = 256 << 10
 
 
 @dataclass
@@ -81,12 +82,48 @@ class _HashingReader:
             pass
 
 
+class _Gunzip:
+    """gzip decompression in large chunks (``gzip.GzipFile`` feeds zlib 8 KiB at a time), members concatenated."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.z = zlib.decompressobj(31)
+        self.buf = bytearray()
+        self.eof = False
+
+    def _fill(self, want: int) -> None:
+        while len(self.buf) < want and not self.eof:
+            bound = max(want - len(self.buf), CHUNK)
+            if self.z.eof:  # end of one gzip member: another may follow (pigz, concatenated streams)
+                rest = self.z.unused_data.lstrip(b"\x00") or self.raw.read(GUNZIP_CHUNK).lstrip(b"\x00")
+                if not rest:
+                    self.eof = True
+                    break
+                self.z = zlib.decompressobj(31)
+                self.buf += self.z.decompress(rest, bound)
+                continue
+            chunk = self.z.unconsumed_tail or self.raw.read(GUNZIP_CHUNK)
+            if not chunk:
+                raise EOFError("the compressed layer ends inside its gzip stream")
+            self.buf += self.z.decompress(chunk, bound)
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            while not self.eof:
+                self._fill(len(self.buf) + CHUNK)
+            n = len(self.buf)
+        self._fill(n)
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+
 def decompressed(f: BinaryIO) -> BinaryIO:
     """The uncompressed stream of layer file ``f``, sniffing gzip / zstd / plain tar by magic bytes."""
     magic = f.read(4)
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return _Gunzip(f)  # type: ignore[return-value]
     if magic == b"\x28\xb5\x2f\xfd":
         raise ImageError("zstd-compressed layers are not supported yet")
     return f
@@ -281,12 +318,12 @@ def unpack_layer(blob_path: str, dest: str, expected_diff_id: str | None = None)
         with open(blob_path, "rb") as blob:
             reader = _HashingReader(decompressed(blob))
             try:
-                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2) as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2, bufsize=CHUNK) as tf:  # type: ignore[call-overload]
                     for member in tf:
                         _one(tf, member, root, stats, dir_times)
                     root.barrier()
                 reader.drain()
-            except (tarfile.TarError, EOFError, OSError) as e:
+            except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
                 raise ImageError(f"cannot unpack layer {os.path.basename(blob_path)}: {e}") from e
         root.invalidate()
         for real, mtime_ns in reversed(dir_times):
