@@ -302,3 +302,38 @@ def test_executables_through_the_daemon_and_without_it(workdir, daemon, netns, n
     assert answers[0].returncode == answers[1].returncode == 1
     assert answers[0].stdout == answers[1].stdout
     assert json.loads(answers[0].stdout)["code"] == 6
+
+
+@pytest.mark.root
+def test_concurrent_executables_through_the_daemon(workdir, daemon, netns):
+    """Twenty bridge ADDs at once, each its own process, served by one plugind in parallel threads."""
+    bin_dir = os.path.join(workdir, "bin")
+    subprocess.run([bin_path("k8sx"), "cni", "install-plugins", "--dir", bin_dir], check=True, capture_output=True)
+    node = netns("pnode")
+    pods = [netns("ppod") for _ in range(20)]
+    conf = {"cniVersion": "1.0.0", "name": "k8sxtp-conc", "type": "k8sx-bridge", "bridge": "k8sxtpbrc",
+            "isGateway": True, "ipMasq": True,
+            "ipam": {"type": "k8sx-host-local", "dataDir": os.path.join(workdir, "ipam"),
+                     "ranges": [[{"subnet": "10.198.40.0/24"}]]}}
+
+    def call(command: str, i: int, stdin: dict) -> dict | None:
+        e = {**env(command, cid=f"k8sxtp-c{i}", netns=f"/var/run/netns/{pods[i]}"), "CNI_PATH": bin_dir,
+             "K8SX_CNI_PLUGIND_SOCKET": daemon, "PATH": os.environ["PATH"]}
+        p = subprocess.run(["ip", "netns", "exec", node, os.path.join(bin_dir, "k8sx-bridge")],
+                           input=json.dumps(stdin).encode(), env=e, capture_output=True, timeout=120)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return json.loads(p.stdout) if p.stdout.strip() else None
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: call("ADD", i, conf), range(20)))
+    addrs = [r["ips"][0]["address"] for r in results]
+    assert len(set(addrs)) == 20
+    nat = subprocess.run(["ip", "netns", "exec", node, "iptables-save", "-t", "nat"], capture_output=True,
+                         text=True).stdout
+    assert nat.count("-j MASQUERADE") == 20
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda i: call("DEL", i, {**conf, "prevResult": results[i]}), range(20)))
+    assert sorted(os.listdir(os.path.join(workdir, "ipam", "k8sxtp-conc"))) == ["last_reserved_ip.0", "lock"]
+    nat = subprocess.run(["ip", "netns", "exec", node, "iptables-save", "-t", "nat"], capture_output=True,
+                         text=True).stdout
+    assert "CNI-" not in nat
