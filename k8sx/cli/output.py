@@ -99,5 +99,20 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) ->
     Console(soft_wrap=True, width=None if sys.stdout.isatty() else 4096).print(t)
 
 
+def go_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], minwidth: int = 20,
+             padding: int = 3) -> None:
+    """A table exactly as crictl prints it (Go's text/tabwriter with minwidth 20, padding 3).
+
+    Every column but the last is padded to max(longest cell + padding, minwidth); the last is not
+    padded. Byte-identical output lets people diff k8sx against crictl and keep their awk scripts.
+    """
+    lines = [[header for _, header in columns]]
+    lines += [["" if row.get(key) is None else str(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(minwidth, max(len(line[i]) for line in lines) + padding) for i in range(len(columns) - 1)]
+    out = sys.stdout
+    for line in lines:
+        out.write("".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + line[-1] + "\n")
+
+
 def error(message: str) -> None:
     sys.stderr.write(f"Error: {message}\n")

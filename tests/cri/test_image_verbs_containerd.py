@@ -75,7 +75,9 @@ def test_verbs_against_containerd_match_ours(endpoints, registry):
         base = ["crictl", "--runtime-endpoint", ctrd, "--image-endpoint", ctrd, "--timeout", "10s"]
         for args in (["images", "-o", "json", name], ["inspecti", ref], ["version"], ["images", "--digests", "-q"],
                      ["images", "-o", "yaml", name], ["inspecti", "-o", "yaml", ref],
-                     ["inspecti", "-q", "-o", "json", ref]):
+                     ["inspecti", "-q", "-o", "json", ref], ["images", name], ["images", "--digests", "--no-trunc"],
+                     ["inspecti", "-q", "-o", "table", ref], ["inspecti", "-o", "table", ref]):
+            # (not compared: -v, where crictl prints Go structs such as "Uid: &Int64Value{Value:1002,}")
             want = subprocess.run(base + args, capture_output=True, text=True, timeout=60)
             assert want.returncode == 0, want.stderr
             assert ok(k8sx(ctrd, *args)) == want.stdout, args

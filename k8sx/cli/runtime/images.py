@@ -1,9 +1,9 @@
 """``k8sx runtime images [REPOSITORY[:TAG]]``: list images as ``crictl images`` does.
 
-One table row per repo tag (``IMAGE TAG IMAGE ID SIZE``), ``<none>`` for an image known only by
-digest, ids cut to 13 characters unless ``--no-trunc``; ``-q`` prints ids, ``-o json|yaml`` the
-ListImages response. The REPOSITORY filter is applied here too, with the same rule the server uses
-(``k8sx.cri.filters``), because containerd ignores the CRI filter.
+One table row per repo tag (``IMAGE TAG IMAGE ID SIZE``, laid out as crictl's tabwriter does),
+``<none>`` for an image known only by digest, ids cut to 13 characters unless ``--no-trunc``;
+``-q`` prints ids, ``-o json|yaml`` the ListImages response. The REPOSITORY filter is applied here
+too, with the same rule the server uses (``k8sx.cri.filters``), because containerd ignores it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from k8sx.cli.output import Format, render
+from k8sx.cli.output import Format, go_table
 from k8sx.cli.runtime import app
 from k8sx.cli.runtime.common import client, human_size, render_document, truncate_id
 
@@ -102,4 +102,4 @@ def images(
     if digests:
         columns.append(("digest", "DIGEST"))
     columns += [("id", "IMAGE ID"), ("size", "SIZE")]
-    render(rows, Format.table, columns=columns)
+    go_table(rows, columns)

@@ -41,6 +41,5 @@ def inspecti(
             for digest in img.repo_digests:
                 typer.echo(f"Digest: {digest}")
             typer.echo(f"Size: {human_size(img.size)}")
-            if not quiet:
-                for key in sorted(r.info):
-                    typer.echo(f"{key}: {r.info[key]}")
+            if not quiet:  # Go's %v of a map, as crictl prints it
+                typer.echo("Info: map[" + " ".join(f"{k}:{r.info[k]}" for k in sorted(r.info)) + "]")
