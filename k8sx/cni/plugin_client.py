@@ -5,7 +5,8 @@ pyroute2 needs ~200 ms before doing anything. The executables therefore start wi
 and import only this module, which forwards the call (CNI_* environment, stdin, and a descriptor
 of the caller's network namespace) to ``k8sx cni plugind`` over a unix socket and prints its
 answer. When no daemon listens, the call runs in this process through :mod:`k8sx.cni.skel` (the
-slow but complete path), so a plugin always works.
+slow but complete path), so a plugin always works. ``plugin_client.c`` is the same client in C
+(~1 ms start-up); installed executables name it in their ``#!`` line when a compiler was there.
 
 Wire format (one request per connection), chosen so the client needs neither ``json`` nor
 ``socket`` (they pull in ``re``, ``enum`` and ``selectors``: ~10 ms of start-up): the client sends

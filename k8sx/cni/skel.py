@@ -2,9 +2,9 @@
 
 Why this exists: every k8sx plugin must read ``CNI_*`` and its netconf the same way, refuse bad
 input with the spec's error codes, convert its result to the caller's ``cniVersion`` and print it
-like the reference plugins do. It is also the one entry the in-process path uses:
-:func:`invoke_inprocess` (the runner, the CRI server and the plugin daemon) and :func:`main` (an
-executable without a daemon) run exactly the same code and produce the same bytes.
+like the reference plugins do. It is also the one entry of every path: :func:`invoke_inprocess`
+(the runner, the CRI server) and :func:`run` (the plugin daemon, and an executable without a
+daemon) run exactly the same code and produce the same bytes.
 
 A plugin is a module of ``k8sx.cni.plugins`` with ``cmd_add``, ``cmd_check`` and ``cmd_del``
 (optionally ``cmd_status``, ``cmd_gc`` and ``SUPPORTED_VERSIONS``), each taking a :class:`CmdArgs`.
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -248,11 +246,3 @@ def run(module: str, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
             pass
         return encode(exc.to_dict(version)), 1
 
-
-def main(module: str, stdin: bytes | None = None) -> int:
-    """Entry of an executable running the plugin itself (no daemon): stdin -> stdout, exit status."""
-    data = sys.stdin.buffer.read() if stdin is None else stdin
-    out, rc = run(module, dict(os.environ), data)
-    sys.stdout.buffer.write(out)
-    sys.stdout.buffer.flush()
-    return rc
