@@ -89,15 +89,7 @@ def handle(conn: socket.socket) -> None:
 def serve(path: str = DEFAULT_SOCKET, ready: Callable[[], None] | None = None,
           stop: threading.Event | None = None) -> None:
     """Listen on ``path`` (mode 0600) and serve until ``stop`` is set (or forever)."""
-    # Load the plugins and pyroute2 once, before the first call.
-    import importlib
-
-    from k8sx.cni.install import PLUGINS
-    from k8sx.net import link
-
-    for module in PLUGINS.values():
-        importlib.import_module(module)
-    link.Netlink().close()
+    skel.preload()
     os.makedirs(os.path.dirname(path) or ".", 0o755, exist_ok=True)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
