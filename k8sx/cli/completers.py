@@ -82,12 +82,32 @@ def cni_networks(incomplete: str, words: list[str]) -> list[Candidate]:
     return list(out.items())
 
 
+def cri_endpoints(incomplete: str, words: list[str]) -> list[Candidate]:
+    """CRI sockets present on this node: k8sx's and crictl's defaults, and /etc/crictl.yaml's endpoints."""
+    from k8sx.cri import client
+
+    found: dict[str, str] = {}
+    for ep in client.DEFAULT_ENDPOINTS:
+        if os.path.exists(client.unix_path(ep)):
+            found.setdefault(ep, "socket present")
+    try:
+        options = client.load_config(client.DEFAULT_CONFIG) if os.path.exists(client.DEFAULT_CONFIG) else {}
+    except Exception:  # a broken file must not break TAB
+        options = {}
+    for key in ("runtime-endpoint", "image-endpoint"):
+        if options.get(key):
+            found.setdefault(str(options[key]), f"{key} in {client.DEFAULT_CONFIG}")
+    return [(ep, help_) for ep, help_ in found.items() if ep.startswith(incomplete)]
+
+
 Completer = Callable[[str, list[str]], list[Candidate]]
 
 BY_OPTION: dict[str, Completer] = {
     "--context": kube_contexts,
     "--cluster": kube_clusters,
     "--user": kube_users,
+    "--runtime-endpoint": cri_endpoints,
+    "--image-endpoint": cri_endpoints,
 }
 
 BY_ARGUMENT: dict[str, Completer] = {

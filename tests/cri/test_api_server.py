@@ -265,3 +265,14 @@ def test_crictl_talks_to_our_server(server):
         assert r.returncode == 0, r.stderr
     r = subprocess.run(base + ["inspecti", "127.0.0.1:1/k8sxtc/absent:1"], capture_output=True, text=True)
     assert r.returncode == 1 and "no such image" in r.stderr
+
+
+def test_endpoint_completion_offers_present_sockets(server, tmp, monkeypatch):
+    from k8sx.cli import complete
+
+    monkeypatch.setattr(cri_client, "DEFAULT_ENDPOINTS", (server.endpoint, f"unix://{tmp}/k8sxtc-absent.sock"))
+    for words in (["runtime", "-r"], ["runtime", "--image-endpoint"]):
+        found, _ = complete.candidates(words, "")
+        assert [v for v, _ in found if "k8sxtc" in v] == [server.endpoint]
+    found, _ = complete.candidates(["runtime", "-r"], "unix:///nowhere")
+    assert found == []
