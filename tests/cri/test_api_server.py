@@ -276,3 +276,18 @@ def test_endpoint_completion_offers_present_sockets(server, tmp, monkeypatch):
         assert [v for v, _ in found if "k8sxtc" in v] == [server.endpoint]
     found, _ = complete.candidates(["runtime", "-r"], "unix:///nowhere")
     assert found == []
+
+
+def test_timeout_flag_bounds_a_silent_endpoint(tmp):
+    import time
+
+    path = f"{tmp}/k8sxtc-silent.sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)
+        s.listen(8)  # accepts connections (in the backlog) but never speaks gRPC
+        start = time.monotonic()
+        r = subprocess.run([K8SX, "runtime", "-r", f"unix://{path}", "-t", "1s", "version"], capture_output=True,
+                           text=True, timeout=30)
+        elapsed = time.monotonic() - start
+    assert r.returncode == 1 and "code = DeadlineExceeded" in r.stderr and "Traceback" not in r.stderr
+    assert elapsed < 5
