@@ -45,7 +45,8 @@ class ServerConfig:
     listen: str = DEFAULT_LISTEN
     root: str = DEFAULT_ROOT  # persistent: images, content, snapshots
     state: str = DEFAULT_STATE  # volatile: sockets, per-boot state
-    registries_config: str | None = None  # registry hosts/mirrors configuration (see k8sx.cri.images)
+    registries_config: str | None = None  # registry hosts and mirrors: a containerd-style certs.d directory
+    docker_config: str | None = None  # registry credentials: a docker config.json (default $DOCKER_CONFIG, ~/.docker)
     max_workers: int = 32  # streaming RPCs hold a worker each
     grace_period: float = 5.0  # seconds in-flight calls get on SIGTERM
 
@@ -90,7 +91,8 @@ def default_services(config: ServerConfig) -> list[Service]:
     from k8sx.cri.servicers.image import ImageServicer
     from k8sx.cri.servicers.runtime import RuntimeServicer
 
-    store = ImageStore(os.path.join(config.root, "images"), registries_config=config.registries_config)
+    store = ImageStore(os.path.join(config.root, "images"), registries_config=config.registries_config,
+                       docker_config=config.docker_config)
     return [
         (api_pb2_grpc.add_RuntimeServiceServicer_to_server, RuntimeServicer()),
         (api_pb2_grpc.add_ImageServiceServicer_to_server, ImageServicer(store)),

@@ -228,3 +228,37 @@ def test_concurrent_pulls_through_the_server_download_once(server, registry):
         for r in (ref, other):
             c.remove_image(r)
         assert c.list_images() == []
+
+
+def test_serve_config_mirrors_and_docker_credentials(registry, auth_registry):
+    """``serve --config``: registries_config (containerd's certs.d) and docker_config reach the image store."""
+    d = tempdir()
+    try:
+        certs = os.path.join(d, "certs.d", "k8sxtc.invalid")
+        os.makedirs(certs)
+        with open(os.path.join(certs, "hosts.toml"), "w") as f:
+            f.write(f'server = "http://{registry.host}"\n')
+        token = base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode()
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"auths": {auth_registry.host: {"auth": token}}}, f)
+        conf = os.path.join(d, "serve.toml")
+        with open(conf, "w") as f:
+            f.write(f'registries_config = "{d}/certs.d"\ndocker_config = "{d}/config.json"\n')
+
+        img = two_layer_image("mirror")
+        path = registry.repo("mirrored").split("/", 1)[1] + ":v1"
+        registry.push(path, img)
+        private = two_layer_image("private")
+        private_ref = auth_registry.push(auth_registry.repo("dockercfg") + ":v1", private)
+        with serving(d, "--config", conf) as s:
+            # k8sxtc.invalid does not resolve: only the mirror can serve it
+            assert ok(k8sx(s.endpoint, "pull", f"k8sxtc.invalid/{path}")).endswith(img.id + "\n")
+            assert ok(k8sx(s.endpoint, "images", "-q", f"k8sxtc.invalid/{path}")) == img.id + "\n"
+            assert ok(k8sx(s.endpoint, "pull", private_ref)).endswith(private.id + "\n")  # no --creds
+        with open(conf, "w") as f:
+            f.write(f'registries_config = "{d}/config.json"\n')
+        r = k8sx(None, "serve", "--config", conf, "--listen", f"unix://{d}/k8sxtc-bad.sock", "--root", f"{d}/root",
+                 "--state", f"{d}/state")
+        assert r.returncode == 1 and "not a directory" in r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -25,7 +25,8 @@ def serve(
         "--state", show_default=False, help="Volatile state (default /run/k8sx).")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", show_default=False,
-        help="TOML file with any of: listen, root, state, registries_config, max_workers, grace_period.")] = None,
+        help="TOML file with any of: listen, root, state, registries_config (a certs.d dir), docker_config, "
+             "max_workers, grace_period.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the CRI (runtime.v1) on a unix socket, as containerd does for kubelet and crictl."""
