@@ -85,7 +85,12 @@ def load_config(path: str, **overrides: Any) -> ServerConfig:
 
 
 def default_services(config: ServerConfig) -> list[Service]:
-    """The services of a full server: RuntimeService and ImageService over the image store in ``root``."""
+    """The services of a full server: RuntimeService and ImageService over the image store in ``root``.
+
+    This is where the runtime plugs in: build its state here (the same ``store`` gives
+    CreateContainer the image layers) and hand it to ``RuntimeServicer``; the server itself does not
+    change. Tests and embedders pass their own list to :class:`CRIServer` instead.
+    """
     from k8sx.cri.api.runtime.v1 import api_pb2_grpc
     from k8sx.cri.images.store import ImageStore
     from k8sx.cri.servicers.image import ImageServicer
