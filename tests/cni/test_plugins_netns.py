@@ -482,3 +482,20 @@ def test_bridge_options_mtu_promisc_mac_and_l2_only(node):
         assert "mtu 1400" in pod_show and cap["mac"] in pod_show and "UP" in pod_show
         node.delete(our_list, our_path, "k8sxtp-o1", cap=cap)
         node.delete(ref_list, ref_path, "k8sxtp-o1", cap=cap)
+
+
+def test_loopback_alone_same_result_as_reference(node):
+    (ref_pod, ref_path), (our_pod, our_path) = node.pod(), node.pod()
+    for pod in (ref_pod, our_pod):
+        subprocess.run(["ip", "-n", pod, "link", "set", "lo", "down"], check=True)
+    ref_list = {"cniVersion": "1.0.0", "name": "k8sxtp-lo", "plugins": [{"type": "loopback"}]}
+    our_list = {"cniVersion": "1.0.0", "name": "k8sxtp-lo", "plugins": [{"type": "k8sx-loopback"}]}
+    ref = node.add(ref_list, ref_path, "k8sxtp-l1")
+    ours = node.add(our_list, our_path, "k8sxtp-l1")
+    ref["interfaces"][0]["sandbox"] = our_path
+    assert ours == ref and list(ours) == list(ref)
+    assert ping(our_pod, "127.0.0.1")
+    node.check(our_list, our_path, "k8sxtp-l1")
+    node.delete(our_list, our_path, "k8sxtp-l1")
+    assert not ping(our_pod, "127.0.0.1")
+    node.delete(ref_list, ref_path, "k8sxtp-l1")
