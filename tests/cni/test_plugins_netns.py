@@ -246,18 +246,20 @@ def fetch(addr: str, port: int) -> str:
 @pytest.mark.parametrize("prefix", ["k8sx-", ""], ids=["ours", "reference"])
 def test_portmap_forwards_host_port(node, prefix):
     conflist = node.bridge_list(prefix, "k8sxtp-pm", unique("pbr"), "10.198.6.0/24", portmap=True)
-    cap = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]}
+    cap = {"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+                            {"hostPort": 18081, "containerPort": 80, "protocol": "tcp", "hostIP": "10.198.6.1"}]}
     pod, path = node.pod()
     client_pod, client_path = node.pod()
     node.add(conflist, path, "k8sxtp-srv", cap=cap)
     node.add(conflist, client_path, "k8sxtp-cli")
-    server = subprocess.Popen(["ip", "netns", "exec", pod, sys.executable, "-c", SERVER, "3"],
+    server = subprocess.Popen(["ip", "netns", "exec", pod, sys.executable, "-c", SERVER, "4"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
         # From the node to its own address and to 127.0.0.1 (route_localnet + SNAT), then from another pod.
         assert in_ns(node.fd, fetch, "10.198.6.1", 18080).startswith("k8sxtp-hello")
         assert in_ns(node.fd, fetch, "127.0.0.1", 18080).startswith("k8sxtp-hello")
+        assert in_ns(node.fd, fetch, "10.198.6.1", 18081).startswith("k8sxtp-hello")  # hostIP
         client_fd = ns.open_netns(client_path)
         try:
             assert in_ns(client_fd, fetch, "10.198.6.1", 18080).startswith("k8sxtp-hello")

@@ -131,7 +131,7 @@ def _dnat_rules(conf: Conf, family: int, ip: ipaddress.IPv4Interface | ipaddress
     for m in _family_mappings(conf, family):
         base = ["-p", m.protocol, "-m", m.protocol, "--dport", str(m.host_port)]
         if m.host_ip and not ipaddress.ip_address(m.host_ip).is_unspecified:
-            base = ["-d", m.host_ip, *base]
+            base = ["-d", str(ipaddress.ip_network(m.host_ip)), *base]  # as iptables-save prints it
         if conf.snat:
             rules.append(["-s", str(ip.network), *base, "-j", conf.setmark_chain])
             if family == 4:
