@@ -337,3 +337,16 @@ def test_concurrent_executables_through_the_daemon(workdir, daemon, netns):
     nat = subprocess.run(["ip", "netns", "exec", node, "iptables-save", "-t", "nat"], capture_output=True,
                          text=True).stdout
     assert "CNI-" not in nat
+
+
+def test_host_local_resolv_conf_equals_the_reference(workdir):
+    resolv = os.path.join(workdir, "resolv.conf")
+    with open(resolv, "w") as fh:
+        fh.write("nameserver 10.198.0.10\nsearch svc.k8sxtp.local k8sxtp.local\noptions ndots:5\n"
+                 "domain k8sxtp.local\n# a comment\n")
+    a = ours("ADD", "k8sxtp-d", ipam_conf(os.path.join(workdir, "a"), [[{"subnet": "10.198.27.0/24"}]],
+                                          resolvConf=resolv))
+    b = reference("ADD", "k8sxtp-d", ipam_conf(os.path.join(workdir, "b"), [[{"subnet": "10.198.27.0/24"}]],
+                                                resolvConf=resolv))
+    assert a == b and json.dumps(a) == json.dumps(b)
+    assert a["dns"]["nameservers"] == ["10.198.0.10"]

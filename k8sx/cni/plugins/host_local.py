@@ -290,7 +290,7 @@ def _allocate(store: Store, rs: RangeSet, args: CmdArgs, requested: list[IPAddre
 def _dns(path: str) -> dict[str, Any]:
     if not path:
         return {}
-    dns: dict[str, list[str]] = {}
+    dns: dict[str, Any] = {}
     try:
         with open(path) as fh:
             lines = fh.read().splitlines()
@@ -302,7 +302,7 @@ def _dns(path: str) -> dict[str, Any]:
         if len(fields) < 2:
             continue
         if fields[0] == "domain":
-            dns["domain"] = fields[1]  # type: ignore[assignment]
+            dns["domain"] = fields[1]
         elif fields[0] in keys:
             dns.setdefault(keys[fields[0]], []).extend(fields[1:])
     return dns
