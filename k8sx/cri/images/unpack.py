@@ -23,7 +23,6 @@ The uncompressed stream is hashed on the way and compared with the config's diff
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import os
@@ -31,8 +30,6 @@ import shutil
 import stat
 import tarfile
 import zlib
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -45,10 +42,8 @@ KEPT_XATTR_PREFIXES = ("user.", "security.capability")
 MAX_SYMLINK_HOPS = 40
 CHUNK = 1 << 20
 _FD_CACHE_MAX = 512
-WRITERS = 2  # threads creating small files: the syscalls release the GIL while the tar stream is parsed
-MAX_PENDING = 256
-SMALL_FILE = 1 << 20
 GUNZIP_CHUNK = 256 << 10
+TAR_BLOCK = 32 << 10  # tarfile copies its whole buffer on every small read: keep it modest
 
 
 @dataclass
@@ -152,32 +147,12 @@ class _Root:
         self._setgid: dict[int, bool] = {}
         self.ids = (os.geteuid(), os.getegid())
         self.umask = _umask()
-        self.created: set[tuple[str, ...]] = set()  # real paths this layer has written (the dir starts empty)
-        self._pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="k8sx-unpack")
-        self._pending: collections.deque[Future[None]] = collections.deque()
-
-    def submit(self, fn: Callable[..., None], *args: object) -> None:
-        """Run a small-file write on the pool; the borrowed dir fds stay valid until :meth:`barrier`."""
-        while len(self._pending) >= MAX_PENDING:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(fn, *args))
-
-    def barrier(self) -> None:
-        """Wait for every queued write (and raise the first failure) before anything order-dependent."""
-        while self._pending:
-            self._pending.popleft().result()
 
     def close(self) -> None:
-        for fut in self._pending:
-            with contextlib.suppress(Exception):
-                fut.result()
-        self._pending.clear()
-        self._pool.shutdown(wait=True)
         self.invalidate()
         os.close(self.fd)
 
     def invalidate(self) -> None:
-        self.barrier()
         for fd, _ in self._cache.values():
             os.close(fd)
         self._cache.clear()
@@ -289,15 +264,14 @@ def _umask() -> int:
     return 0o022
 
 
-def _apply_meta(fd: int, member: tarfile.TarInfo, stats: UnpackStats | None, *, set_time: bool = True,
-                created_mode: int | None = None, owned: bool = False,
-                xattrs: list[tuple[str, bytes]] | None = None) -> None:
+def _apply_meta(fd: int, member: tarfile.TarInfo, stats: UnpackStats, *, set_time: bool = True,
+                created_mode: int | None = None, owned: bool = False) -> None:
     """Owner, mode, xattrs, mtime of ``fd``; ``owned``/``created_mode`` skip calls whose result is already there."""
     if not owned:
         os.fchown(fd, member.uid, member.gid)
     if not owned or created_mode != member.mode & 0o7777:
         os.fchmod(fd, member.mode & 0o7777)
-    for name, value in xattrs if xattrs is not None else _xattrs(member, stats or UnpackStats()):
+    for name, value in _xattrs(member, stats):
         with contextlib.suppress(OSError):
             os.setxattr(fd, name, value)
     if set_time:
@@ -318,10 +292,9 @@ def unpack_layer(blob_path: str, dest: str, expected_diff_id: str | None = None)
         with open(blob_path, "rb") as blob:
             reader = _HashingReader(decompressed(blob))
             try:
-                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2, bufsize=CHUNK) as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=reader, mode="r|", errorlevel=2, bufsize=TAR_BLOCK) as tf:  # type: ignore[call-overload]
                     for member in tf:
                         _one(tf, member, root, stats, dir_times)
-                    root.barrier()
                 reader.drain()
             except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
                 raise ImageError(f"cannot unpack layer {os.path.basename(blob_path)}: {e}") from e
@@ -354,18 +327,6 @@ def _one(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, stats: UnpackStat
     base = parts[-1]
     pfd, preal = root.dir(parts[:-1], create=True)
     stats.entries += 1
-    key = (*preal, base)
-    if m.isreg() and m.size <= SMALL_FILE and key not in root.created and not base.startswith(WHITEOUT_PREFIX):
-        # the common case, done in parallel: a new small file (nothing to replace, nothing order-dependent)
-        src = tf.extractfile(m)
-        data = src.read() if src is not None else b""
-        perm = m.mode & 0o777
-        root.created.add(key)
-        root.submit(_write_small, pfd, base, data, m, perm & ~root.umask, root.owned_as(pfd, m.uid, m.gid),
-                    _xattrs(m, stats))
-        return
-    root.barrier()
-    root.created.add(key)
 
     if base.startswith(WHITEOUT_PREFIX):
         if base == OPAQUE:
@@ -381,7 +342,6 @@ def _one(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, stats: UnpackStat
             root.invalidate()
             pfd, preal = root.dir(parts[:-1], create=True)
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
-        root.created.add((*preal, target))
         stats.whiteouts += 1
         return
 
@@ -477,16 +437,3 @@ def _regular(tf: tarfile.TarFile, m: tarfile.TarInfo, root: _Root, parts: list[s
     finally:
         os.close(fd)
 
-
-def _write_small(pfd: int, base: str, data: bytes, m: tarfile.TarInfo, created_mode: int, owned: bool,
-                 xattrs: list[tuple[str, bytes]]) -> None:
-    """Create a new file (``O_EXCL``: nothing is there, so nothing is followed or overwritten) with its content."""
-    fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, m.mode & 0o777,
-                 dir_fd=pfd)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        _apply_meta(fd, m, None, created_mode=created_mode, owned=owned, xattrs=xattrs)
-    finally:
-        os.close(fd)
