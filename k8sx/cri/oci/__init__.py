@@ -23,8 +23,11 @@ from k8sx.cri.oci.types import (
     EXITED,
     RUNNING,
     UNKNOWN,
+    ContainerExists,
+    ContainerNotFound,
     ContainerSpecInput,
     ContainerState,
+    ContainerStateError,
     Device,
     ExecResult,
     Mount,
@@ -36,6 +39,7 @@ from k8sx.cri.oci.types import (
 )
 
 __all__ = [
-    "CREATED", "EXITED", "RUNNING", "UNKNOWN", "ContainerSpecInput", "ContainerState", "Device",
-    "ExecResult", "Mount", "Namespaces", "Resources", "Seccomp", "Security", "Stats",
+    "CREATED", "EXITED", "RUNNING", "UNKNOWN", "ContainerExists", "ContainerNotFound",
+    "ContainerSpecInput", "ContainerState", "ContainerStateError", "Device", "ExecResult", "Mount",
+    "Namespaces", "Resources", "Seccomp", "Security", "Stats",
 ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from k8sx.errors import K8sxError
+
 Status = Literal["created", "running", "exited", "unknown"]
 Propagation = Literal["private", "rslave", "rshared"]
 PidMode = Literal["container", "pod", "host"]
@@ -172,3 +174,15 @@ class Stats:
     major_page_faults: int = 0
     writable_bytes: int = 0
     writable_inodes: int = 0
+
+
+class ContainerNotFound(K8sxError):
+    """No container with this id in the OCI layer (the servicer answers NotFound)."""
+
+
+class ContainerExists(K8sxError):
+    """create() with an id already in use (AlreadyExists)."""
+
+
+class ContainerStateError(K8sxError):
+    """The container is not in a state that allows this (FailedPrecondition), e.g. exec on an exited one."""
