@@ -50,6 +50,20 @@ def test_import_cli_and_run_from_overlay(k8sx_bin, tmpdir_k8sxti, busybox_image)
         subprocess.run(["umount", merged], check=True)
 
 
+def test_build_module_writes_a_docker_archive_that_imports(tmpdir_k8sxti):
+    import sys
+
+    out = os.path.join(tmpdir_k8sxti, "bb-docker.tar")
+    run = subprocess.run([sys.executable, "-m", "k8sx.cri.images.build", "busybox", out, "--docker",
+                          "--name", "k8sxti.local/bb:1"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    (img,) = ImageStore(os.path.join(tmpdir_k8sxti, "s")).import_archive(out)
+    assert img.repo_tags == ["k8sxti.local/bb:1"] and run.stdout.strip().endswith(f"({img.id})")
+    bad = subprocess.run([sys.executable, "-m", "k8sx.cri.images.build", "busybox", out, "--busybox",
+                          os.path.join(tmpdir_k8sxti, "nope")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "not found" in bad.stderr
+
+
 def test_import_cli_bad_input(k8sx_bin, tmpdir_k8sxti):
     junk = os.path.join(tmpdir_k8sxti, "junk.tar")
     with open(junk, "w") as f:

@@ -222,3 +222,37 @@ def push_index(client: reg.RegistryClient, ref: str, entries: list[tuple[BuiltIm
                              creds)
     index = make_index(entries, docker=docker)
     return client.push_manifest(r, index.data, index.media_type, creds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m k8sx.cri.images.build busybox OUT.tar [--name REF] [--docker]``: the demo's offline image."""
+    import argparse
+    import sys
+    import tempfile
+
+    ap = argparse.ArgumentParser(prog="python -m k8sx.cri.images.build",
+                                 description="Build a one-layer image of the host's static busybox.")
+    ap.add_argument("what", choices=["busybox"])
+    ap.add_argument("out", help="output: an OCI layout (.tar or directory) or, with --docker, a docker archive")
+    ap.add_argument("--name", default="k8sx.local/busybox:latest")
+    ap.add_argument("--busybox", default="/bin/busybox")
+    ap.add_argument("--docker", action="store_true", help="write a docker-archive (docker save format)")
+    args = ap.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="k8sx-build-") as tmp:
+            busybox_rootfs(tmp, args.busybox)
+            img = image_from_dir(tmp, {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+                                 docker=args.docker)
+        if args.docker:
+            write_docker_archive(args.out, [(img, [args.name])])
+        else:
+            write_oci_layout(args.out, [(img, args.name)])
+    except (ImageError, OSError, subprocess.CalledProcessError) as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 1
+    print(f"{args.out}: {args.name} ({img.id})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
