@@ -99,7 +99,8 @@ class HostsConfig:
 
     Each ``hosts.toml`` may hold ``server = "https://..."`` and ``[host."<url>"]`` tables (mirrors,
     tried first, in file order) with ``capabilities`` (``pull``, ``resolve``), ``skip_verify``, ``ca``
-    and ``header``. A URL with ``http://`` is a plain-HTTP registry. ``_default/hosts.toml`` applies to
+    and ``header``; without ``server`` the host's default comes after the mirrors, as in containerd.
+    A URL with ``http://`` is a plain-HTTP registry. ``_default/hosts.toml`` applies to
     hosts without their own directory. Without a file, ``docker.io`` goes to
     ``https://registry-1.docker.io``, loopback hosts to ``http://`` (as containerd allows), others to
     ``https://<host>``.
@@ -118,10 +119,7 @@ class HostsConfig:
         for url, opts in (data.get("host") or {}).items():
             eps.append(self._endpoint(url, opts if isinstance(opts, dict) else {}))
         server = data.get("server")
-        if server:
-            eps.append(self._endpoint(server, data))
-        elif not eps:
-            eps.append(self._default(host))
+        eps.append(self._endpoint(server, data) if server else self._default(host))  # after the mirrors
         return eps
 
     def _load(self, host: str) -> dict[str, Any] | None:
