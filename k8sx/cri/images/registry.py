@@ -178,7 +178,7 @@ class Credentials:
 
 def _decode_basic(value: str) -> tuple[str, str]:
     try:
-        user, _, pw = base64.b64decode(value).decode().partition(":")
+        user, _, pw = base64.b64decode(value, validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError) as e:
         raise RegistryError("auth: the 'auth' field is not base64 of user:password") from e
     return user, pw
