@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 from imagetools import Registry
+from ocitools import oci, oci_layers  # noqa: F401  (fixtures of the OCI layer tests: runc + conmon)
 
 from k8sx.cri.images.store import ImageStore
 

@@ -334,10 +334,12 @@ class OciRuntime:
         base = os.path.join(self.containers, cid)
         rootfs.unmount(base)
         shutil.rmtree(base, ignore_errors=True)
-        for path in (os.path.join(self.persist, cid), bundle, os.path.join(self.sockets, cid)):
+        for path in (os.path.join(self.persist, cid), bundle):
             shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.exits, cid))
+        # conmon's attach-socket link to the bundle, and the exit file.
+        for path in (os.path.join(self.sockets, cid), os.path.join(self.exits, cid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     # -- in the running container ------------------------------------------------------------
 
