@@ -81,6 +81,23 @@ def test_index_platform_selection(registry, tmpdir_k8sxti):
             assert len(top["manifests"]) == 2
 
 
+def test_pull_zstd_layer(registry, image_store):
+    import subprocess
+
+    raw = layer_tar({"z.txt": "zstd layer\n" * 1000})
+    img = build.make_image([raw], compress=False)
+    zst = subprocess.run(["zstd", "-q", "-c"], input=raw, capture_output=True, check=True).stdout
+    layer = build.Blob("application/vnd.oci.image.layer.v1.tar+zstd", zst)
+    manifest = json.loads(img.manifest.data)
+    manifest["layers"] = [layer.descriptor()]
+    img.layers = [layer]
+    img.manifest = build.Blob(img.manifest.media_type, json.dumps(manifest).encode())
+    got = image_store.pull(registry.push(registry.repo("zstd") + ":1", img))
+    (path,) = image_store.layers(got.id)
+    with open(os.path.join(path, "z.txt")) as f:
+        assert f.read() == "zstd layer\n" * 1000
+
+
 def test_pull_missing_and_bad_reference(registry, image_store):
     import pytest
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 import tarfile
 
 import pytest
@@ -210,6 +211,11 @@ def test_gzip_members_concatenated_and_truncated(host):
     cut = os.path.join(host["rootfs"], "cut")
     os.mkdir(cut)
     with pytest.raises(ImageError, match="cannot unpack"):
+        unpack_layer(path, cut)
+    zst = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+    with open(path, "wb") as f:
+        f.write(zst[: len(zst) // 2])
+    with pytest.raises(ImageError, match="zstd"):
         unpack_layer(path, cut)
 
 

@@ -34,7 +34,7 @@ from k8sx.cri.images.unpack import unpack_layer
 STATE_ROOT = "/var/lib/k8sx"
 PARALLEL_LAYERS = 4
 LAYER_TYPES = (
-    reg.MT_OCI_LAYER, reg.MT_OCI_LAYER_GZIP, reg.MT_DOCKER_LAYER_GZIP,
+    reg.MT_OCI_LAYER, reg.MT_OCI_LAYER_GZIP, reg.MT_DOCKER_LAYER_GZIP, "application/vnd.oci.image.layer.v1.tar+zstd",
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
     "application/vnd.oci.image.layer.nondistributable.v1.tar",
