@@ -61,7 +61,7 @@ def test_usage_errors_exit_2_with_a_hint(args, message):
     r = run(*args)
     assert r.returncode == 2
     assert message in r.stderr
-    assert "Try 'k8sx" in r.stderr and "-h' for help" in r.stderr
+    assert "Try 'k8sx" in r.stderr and "for help" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
 
 
@@ -94,8 +94,4 @@ def test_help_imports_no_heavy_library(args):
     )
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
-    heavy = json.loads(r.stderr.splitlines()[-1])
-    if args == ["--help"]:
-        assert heavy == []
-    else:  # a group's own options may need typer's pydantic coercion, nothing heavier
-        assert set(heavy) <= {"pydantic"}, heavy
+    assert json.loads(r.stderr.splitlines()[-1]) == []

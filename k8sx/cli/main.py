@@ -34,22 +34,6 @@ app.add_typer(operator.app, name="operator")
 app.add_typer(completion.app, name="completion")
 
 
-def _help_defaults(t: typer.Typer) -> dict[str, object]:
-    """A default_map that gives every group's ``--help`` the value False when it is not given.
-
-    typer coerces a parameter whose value is not already of its type through pydantic, and an
-    absent help flag is None: so ``k8sx cni --help`` would import pydantic (~50 ms) for nothing.
-    """
-    defaults: dict[str, object] = {"help": False}
-    for group in t.registered_groups:
-        if group.name and group.typer_instance is not None:
-            defaults[group.name] = _help_defaults(group.typer_instance)
-    return defaults
-
-
-app.info.context_settings["default_map"] = _help_defaults(app)
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"k8sx {k8sx.__version__}")
