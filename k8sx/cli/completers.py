@@ -100,6 +100,34 @@ def cri_endpoints(incomplete: str, words: list[str]) -> list[Candidate]:
     return [(ep, help_) for ep, help_ in found.items() if ep.startswith(incomplete)]
 
 
+def _runtime_rows(query: str, incomplete: str) -> list[Candidate]:
+    """Rows (id, help) of k8sx's runtime state DB, opened read-only with sqlite3 (no grpc, no server needed)."""
+    import sqlite3
+
+    path = os.path.join(os.environ.get("K8SX_STATE", "/run/k8sx"), "runtime.db")
+    if not os.path.exists(path):
+        return []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.2)
+        try:
+            rows = db.execute(query).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return []
+    return [(r[0], r[1]) for r in rows if r[0].startswith(incomplete)]
+
+
+def cri_pod_ids(incomplete: str, words: list[str]) -> list[Candidate]:
+    """Pod sandbox ids of the local ``k8sx runtime serve`` ($K8SX_STATE, default /run/k8sx)."""
+    return _runtime_rows("SELECT id, namespace || '/' || name || ' ' || state FROM pods", incomplete)
+
+
+def cri_container_ids(incomplete: str, words: list[str]) -> list[Candidate]:
+    """Container ids of the local ``k8sx runtime serve`` ($K8SX_STATE, default /run/k8sx)."""
+    return _runtime_rows("SELECT id, name || ' ' || state FROM containers", incomplete)
+
+
 Completer = Callable[[str, list[str]], list[Candidate]]
 
 BY_OPTION: dict[str, Completer] = {
@@ -112,4 +140,8 @@ BY_OPTION: dict[str, Completer] = {
 
 BY_ARGUMENT: dict[str, Completer] = {
     "NETWORK": cni_networks,
+    "POD_ID": cri_pod_ids,
+    "POD_IDS": cri_pod_ids,
+    "CONTAINER_ID": cri_container_ids,
+    "CONTAINER_IDS": cri_container_ids,
 }

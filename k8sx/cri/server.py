@@ -47,6 +47,11 @@ class ServerConfig:
     state: str = DEFAULT_STATE  # volatile: sockets, per-boot state
     registries_config: str | None = None  # registry hosts and mirrors: a containerd-style certs.d directory
     docker_config: str | None = None  # registry credentials: a docker config.json (default $DOCKER_CONFIG, ~/.docker)
+    runtime: str = "runc"  # the OCI runtime conmon drives (a name on PATH or a path; crun works too)
+    cni_conf_dir: str = "/etc/cni/net.d"  # pods join the first network defined here
+    cni_bin_dir: str = "/opt/cni/bin:/usr/lib/cni"  # where CNI plugins are looked up, in order
+    cni_cache_dir: str = ""  # libcni's result cache (default /var/lib/cni, shared with containerd/cnitool)
+    cgroup_parent: str = "/k8sx"  # cgroupfs parent of pods that do not name one
     max_workers: int = 32  # streaming RPCs hold a worker each
     grace_period: float = 5.0  # seconds in-flight calls get on SIGTERM
 
@@ -93,13 +98,23 @@ def default_services(config: ServerConfig) -> list[Service]:
     """
     from k8sx.cri.api.runtime.v1 import api_pb2_grpc
     from k8sx.cri.images.store import ImageStore
+    from k8sx.cri.oci.runtime import OciRuntime
+    from k8sx.cri.sandbox import NetworkSettings, Sandboxes
     from k8sx.cri.servicers.image import ImageServicer
     from k8sx.cri.servicers.runtime import RuntimeServicer
+    from k8sx.cri.state import StateDB
 
     store = ImageStore(os.path.join(config.root, "images"), registries_config=config.registries_config,
                        docker_config=config.docker_config)
+    network = NetworkSettings(conf_dir=config.cni_conf_dir,
+                              bin_dirs=tuple(d for d in config.cni_bin_dir.split(":") if d),
+                              cache_dir=config.cni_cache_dir)
+    runtime = OciRuntime(state_dir=os.path.join(config.state, "oci"), root_dir=os.path.join(config.root, "oci"),
+                         runtime_path=config.runtime)
+    servicer = RuntimeServicer(StateDB(config.state), Sandboxes(config.state, network), runtime, store,
+                               cgroup_parent=config.cgroup_parent)
     return [
-        (api_pb2_grpc.add_RuntimeServiceServicer_to_server, RuntimeServicer()),
+        (api_pb2_grpc.add_RuntimeServiceServicer_to_server, servicer),
         (api_pb2_grpc.add_ImageServiceServicer_to_server, ImageServicer(store)),
     ]
 

@@ -92,3 +92,77 @@ def render_document(doc: Any, fmt: Any) -> None:
         typer.echo(dump_yaml_go(doc))
     else:
         render(doc, fmt)
+
+
+def human_duration(seconds: float) -> str:
+    """go-units' ``HumanDuration``, which crictl prints as "<duration> ago" in CREATED columns."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def ago(timestamp_ns: int) -> str:
+    import time
+
+    return human_duration(time.time() - timestamp_ns / 1e9) + " ago"
+
+
+def rfc3339nano(timestamp_ns: int) -> str:
+    """Go's ``time.Unix(0, ns).Format(time.RFC3339Nano)`` in UTC (trailing zeros of the fraction dropped)."""
+    import datetime
+
+    secs, nanos = divmod(timestamp_ns, 1_000_000_000)
+    base = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=secs)
+    frac = f".{nanos:09d}".rstrip("0") if nanos else ""
+    return base.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
+
+
+def parse_labels(values: list[str] | None) -> dict[str, str]:
+    """crictl's ``--label key=value`` (repeatable) as a selector map."""
+    from k8sx.errors import UsageError
+
+    out = {}
+    for v in values or []:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise UsageError(f"incorrectly specified label: {v!r} (use key=value)")
+        out[key] = value
+    return out
+
+
+def newest_first(items: list[Any], name_regex: str = "", namespace_regex: str = "", latest: bool = False,
+                 last: int = 0) -> list[Any]:
+    """crictl's ``ps``/``pods`` selection: name (and namespace) regexps, newest first, ``-l``/``-n N``."""
+    import re
+
+    def matches(pattern: str, value: str) -> bool:
+        return not pattern or re.search(pattern, value) is not None
+
+    chosen = [i for i in items if matches(name_regex, i.metadata.name)
+              and matches(namespace_regex, getattr(i.metadata, "namespace", ""))]
+    chosen.sort(key=lambda i: i.created_at, reverse=True)
+    n = 1 if latest else len(chosen)
+    if last > 0:
+        n = last
+    return chosen[:n]

@@ -1,4 +1,4 @@
-"""``k8sx runtime serve``: run the CRI server (runtime.v1 ImageService, and RuntimeService's Version for now).
+"""``k8sx runtime serve``: run the CRI server (runtime.v1 RuntimeService and ImageService on one socket).
 
 Thin on purpose: flags and the TOML ``--config`` become a ``ServerConfig``, logging goes to stderr,
 and ``k8sx.cri.server`` does the rest (socket 0660, SIGTERM -> graceful stop, socket removed).
@@ -23,10 +23,18 @@ def serve(
     ] = None,
     state: Annotated[str | None, typer.Option(
         "--state", show_default=False, help="Volatile state (default /run/k8sx).")] = None,
+    runtime: Annotated[str | None, typer.Option(
+        "--runtime", show_default=False, help="OCI runtime under conmon: runc (default) or crun, or a path.")] = None,
+    cni_conf_dir: Annotated[str | None, typer.Option(
+        "--cni-conf-dir", show_default=False,
+        help="CNI configuration dir; pods join its first network (default /etc/cni/net.d).")] = None,
+    cni_bin_dir: Annotated[str | None, typer.Option(
+        "--cni-bin-dir", show_default=False,
+        help="CNI plugin dirs, colon-separated (default /opt/cni/bin:/usr/lib/cni).")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", show_default=False,
         help="TOML file with any of: listen, root, state, registries_config (a certs.d dir), docker_config, "
-             "max_workers, grace_period.")] = None,
+             "runtime, cni_conf_dir, cni_bin_dir, cni_cache_dir, cgroup_parent, max_workers, grace_period.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the CRI (runtime.v1) on a unix socket, as containerd does for kubelet and crictl."""
@@ -39,5 +47,6 @@ def serve(
     if not isinstance(level, int):
         raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = load_config(config or "", listen=listen, root=root, state=state)
+    cfg = load_config(config or "", listen=listen, root=root, state=state, runtime=runtime,
+                      cni_conf_dir=cni_conf_dir, cni_bin_dir=cni_bin_dir)
     CRIServer(cfg).serve_forever()
