@@ -338,6 +338,20 @@ def test_import(kind, tmpdir_k8sxti, image_store):
     assert os.listdir(os.path.join(upper, "etc")) == ["x"]
 
 
+@pytest.mark.parametrize("docker", [False, True])
+def test_import_many_layers_from_one_tar(docker, tmpdir_k8sxti, image_store):
+    """Layers are unpacked in parallel but read from one tar file: reads must not interleave."""
+    layers = [layer_tar({f"l{i}": os.urandom(300_000)}) for i in range(6)]
+    img = build.make_image(layers, docker=docker)
+    dest = os.path.join(tmpdir_k8sxti, "many.tar")
+    if docker:
+        build.write_docker_archive(dest, [(img, ["k8sxti.local/many:1"])])
+    else:
+        build.write_oci_layout(dest, [(img, "k8sxti.local/many:1")])
+    (got,) = image_store.import_archive(dest)
+    assert got.id == img.id and len(image_store.layers(got.id)) == 6
+
+
 def test_import_rejects_garbage(tmpdir_k8sxti, image_store):
     from k8sx.cri.images.errors import ArchiveError
 
@@ -348,5 +362,18 @@ def test_import_rejects_garbage(tmpdir_k8sxti, image_store):
         image_store.import_archive(junk)
     with pytest.raises(ArchiveError):
         image_store.import_archive(os.path.join(tmpdir_k8sxti, "absent.tar"))
+    bad = os.path.join(tmpdir_k8sxti, "bad-docker")
+    os.makedirs(bad)
+    with open(os.path.join(bad, "manifest.json"), "w") as f:
+        f.write('{"not": "a list"}')
+    with pytest.raises(ArchiveError, match="docker-archive manifest"):
+        image_store.import_archive(bad)
+    img = build.make_image([layer_tar({"a": "a"})])
+    img.manifest = build.Blob(img.manifest.media_type, b"{not json")
+    oci = os.path.join(tmpdir_k8sxti, "bad-oci")
+    build.write_oci_layout(oci, [(img, "k8sxti.local/bad:1")])
+    with pytest.raises(RegistryError, match="not JSON"):
+        image_store.import_archive(oci)
+    assert store_state(image_store) == EMPTY
     with pytest.raises(ImageNotFound):
         image_store.layers("sha256:" + "e" * 64)

@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,7 @@ LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 )
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     id TEXT PRIMARY KEY, manifest_digest TEXT NOT NULL, size INTEGER NOT NULL, config TEXT NOT NULL,
@@ -94,6 +96,17 @@ class FsUsage:
     used_bytes: int
     inodes_used: int
     timestamp_ns: int
+
+
+def _json_doc(body: bytes, what: str) -> dict[str, Any]:
+    """Parse a JSON object from a registry or archive; anything else is a clear error, not a traceback."""
+    try:
+        doc = json.loads(body)
+    except ValueError as e:
+        raise RegistryError(f"{what} is not JSON") from e
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what} is not a JSON object")
+    return doc
 
 
 def user_of(config: dict[str, Any]) -> tuple[int | None, str]:
@@ -327,7 +340,7 @@ class ImageStore:
 
     def _install(self, manifest_digest: str, manifest_body: bytes, source: _Source) -> Image:
         """Fetch config and layers of one image manifest, unpack them, and commit the image (gc lock held)."""
-        manifest = json.loads(manifest_body)
+        manifest = _json_doc(manifest_body, f"manifest {manifest_digest}")
         cfg_desc = manifest.get("config") or {}
         if cfg_desc.get("mediaType") not in (reg.MT_OCI_CONFIG, reg.MT_DOCKER_CONFIG, None):
             raise RegistryError(f"not a container image: config media type {cfg_desc.get('mediaType')!r}")
@@ -335,6 +348,9 @@ class ImageStore:
         for d in layers:
             if d.get("mediaType") not in LAYER_TYPES:
                 raise RegistryError(f"unsupported layer media type {d.get('mediaType')!r}")
+        for d in (cfg_desc, *layers):
+            if not isinstance(d.get("digest"), str) or not _DIGEST.match(d["digest"]):
+                raise RegistryError(f"manifest {manifest_digest}: descriptor without a sha256 digest: {d!r}")
 
         def blob(desc: dict[str, Any]) -> str:
             digest = desc.get("digest", "")
@@ -345,7 +361,7 @@ class ImageStore:
             self.content.put_bytes(body, digest)
         self.content.put_bytes(manifest_body, manifest_digest)
         with open(blob(cfg_desc), "rb") as f:
-            config = json.load(f)
+            config = _json_doc(f.read(), f"image config {cfg_desc['digest']}")
         diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         if len(diff_ids) != len(layers):
             raise DigestMismatch(f"image config lists {len(diff_ids)} diff ids for {len(layers)} layers")
@@ -408,10 +424,11 @@ class ImageStore:
             top_digest = entry["digest"]
             body = ar.blob(top_digest)
             extra: list[tuple[str, bytes]] = []
-            mt = entry.get("mediaType") or json.loads(body).get("mediaType")
+            doc = _json_doc(body, f"{ar.path}: {top_digest}")
+            mt = entry.get("mediaType") or doc.get("mediaType")
             if mt in reg.INDEX_TYPES:
                 extra.append((top_digest, body))
-                chosen = self.client.select_platform(Reference("import", "archive"), json.loads(body))
+                chosen = self.client.select_platform(Reference("import", "archive"), doc)
                 top_digest = chosen["digest"]
                 body = ar.blob(top_digest)
 
@@ -423,7 +440,11 @@ class ImageStore:
 
     def _import_docker(self, ar: _Archive) -> list[Image]:
         out: list[Image] = []
-        for entry in ar.json("manifest.json"):
+        entries = ar.json("manifest.json")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("Config"), str)
+                                                    for e in entries):
+            raise ArchiveError(f"{ar.path}: manifest.json is not a docker-archive manifest (a list with Config)")
+        for entry in entries:
             cfg_name = entry["Config"]
             cfg = ar.read(cfg_name)
             layers = []
@@ -431,8 +452,8 @@ class ImageStore:
             for lname in entry.get("Layers") or []:
                 h = hashlib.sha256()
                 size = 0
-                with ar.open(lname) as f:
-                    head = f.read(2)
+                with ar.lock, ar.open(lname) as f:
+                    head = f.read(4)
                     h.update(head)
                     size += len(head)
                     while data := f.read(1 << 20):
@@ -440,7 +461,9 @@ class ImageStore:
                         size += len(data)
                 digest = "sha256:" + h.hexdigest()
                 names[digest] = lname
-                mt = reg.MT_DOCKER_LAYER_GZIP if head == b"\x1f\x8b" else "application/vnd.docker.image.rootfs.diff.tar"
+                mt = (reg.MT_DOCKER_LAYER_GZIP if head[:2] == b"\x1f\x8b" else
+                      "application/vnd.oci.image.layer.v1.tar+zstd" if head == b"\x28\xb5\x2f\xfd" else
+                      "application/vnd.docker.image.rootfs.diff.tar")
                 layers.append({"mediaType": mt, "size": size, "digest": digest})
             manifest = {
                 "schemaVersion": 2, "mediaType": reg.MT_DOCKER_MANIFEST,
@@ -473,6 +496,7 @@ class _Archive:
         self.path = path
         self.tar: tarfile.TarFile | None = None
         self.members: dict[str, tarfile.TarInfo] = {}
+        self.lock = threading.Lock()  # one TarFile, one file position: layers are copied out one at a time
         if not os.path.isdir(path):
             try:
                 self.tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed in __exit__
@@ -505,7 +529,7 @@ class _Archive:
         return f  # type: ignore[return-value]
 
     def read(self, name: str) -> bytes:
-        with self.open(name) as f:
+        with self.lock, self.open(name) as f:
             return f.read()
 
     def json(self, name: str) -> Any:
@@ -515,7 +539,7 @@ class _Archive:
             raise ArchiveError(f"{self.path}: {name} is not JSON") from e
 
     def copy(self, name: str, out: BinaryIO) -> None:
-        with self.open(name) as f:
+        with self.lock, self.open(name) as f:
             while data := f.read(1 << 20):
                 out.write(data)
 
