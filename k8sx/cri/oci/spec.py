@@ -30,7 +30,7 @@ DEFAULT_CAPABILITIES = [
 ]
 
 # Linux capability numbers -> names; the host's last one is /proc/sys/kernel/cap_last_cap.
-_CAP_NAMES = [
+CAP_NAMES = [
     "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
     "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
     "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
@@ -53,19 +53,23 @@ _PROPAGATION = {"private": "rprivate", "rslave": "rslave", "rshared": "rshared"}
 
 
 def all_capabilities() -> list[str]:
-    """Every capability this kernel knows (what ``ALL`` and privileged mean)."""
+    """Every capability we hold ourselves (what ``ALL`` and privileged mean, as containerd's
+    "current capabilities"): a runtime cannot give more, and root here lacks e.g. CAP_SYS_RESOURCE."""
+    mask = -1
     try:
-        with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
-            last = int(f.read())
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(("CapBnd:", "CapEff:")):
+                    mask &= int(line.split()[1], 16)
     except (OSError, ValueError):
-        last = len(_CAP_NAMES) - 1
-    return [f"CAP_{n}" for n in _CAP_NAMES[: last + 1]]
+        pass
+    return [f"CAP_{n}" for i, n in enumerate(CAP_NAMES) if mask >> i & 1]
 
 
 def _cap_name(name: str) -> str:
     n = name.strip().upper()
     n = n if n.startswith("CAP_") else f"CAP_{n}"
-    if n[4:] not in _CAP_NAMES:
+    if n[4:] not in CAP_NAMES:
         raise K8sxError(f"unknown capability {name!r}")
     return n
 
