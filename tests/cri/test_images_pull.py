@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 from imagetools import layer_tar
 
@@ -27,6 +28,24 @@ def test_pull_single_layer(registry, image_store):
     assert image_store.get(got.id[7:19]).id == img.id
     assert image_store.get(f"{name}@{img.manifest.digest}").id == img.id
     assert [i.id for i in image_store.list()] == [img.id]
+
+
+def test_store_root_is_private(registry, image_store, tmpdir_k8sxti):
+    """Layers keep setuid bits; a local user must not be able to reach them through the store."""
+    import stat
+
+    from imagetools import raw_tar
+
+    ti = __import__("tarfile").TarInfo("su")
+    ti.mode = 0o4755
+    img = build.make_image([raw_tar([(ti, b"#!/bin/sh\n")])])
+    got = image_store.pull(registry.push(registry.repo("suid") + ":1", img))
+    (layer,) = image_store.layers(got.id)
+    assert stat.S_IMODE(os.stat(os.path.join(layer, "su")).st_mode) == 0o4755
+    assert stat.S_IMODE(os.stat(image_store.root).st_mode) == 0o700
+    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "test", "-e",
+                            os.path.join(layer, "su")])
+    assert probe.returncode == 1  # nobody cannot even see it
 
 
 def test_pull_multi_layer_docker_schema2_with_whiteouts(registry, image_store):

@@ -136,6 +136,9 @@ class ImageStore:
                  platform: dict[str, str] | None = None) -> None:
         self.root = os.path.abspath(root)
         os.makedirs(self.root, exist_ok=True)
+        # Unpacked layers keep their setuid binaries and may carry secrets: only root may reach them
+        # (containerd keeps its snapshot dirs 0700 for the same reason). Overlay mounts are unaffected.
+        os.chmod(self.root, 0o700)
         self.content = ContentStore(self.root)
         self.snapshots = SnapshotStore(self.root)
         self.client = reg.RegistryClient(reg.HostsConfig(registries_config), docker_config, platform)
