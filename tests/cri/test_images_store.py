@@ -190,6 +190,24 @@ def test_killed_pull_leaves_nothing_after_reopen(registry, tmpdir_k8sxti):
     assert store.pull(path).id == img.id  # and the store still works
 
 
+def test_reopen_cleans_what_a_dead_unpack_left(registry, tmpdir_k8sxti):
+    """A process killed mid-unpack leaves a tmp snapshot dir, an ingest file and an unreferenced blob."""
+    root = os.path.join(tmpdir_k8sxti, "store")
+    store = ImageStore(root)
+    img = build.make_image([layer_tar({"kept": "k"})])
+    ref = registry.push(registry.repo("dead") + ":1", img)
+    store.pull(ref)
+    before = store_state(store)
+    h = "ab" * 32
+    os.makedirs(os.path.join(store.snapshots.dir, f"tmp-{h}.dead1234", "fs", "usr", "bin"))
+    with open(os.path.join(store.content.ingest_dir, f"{h}.dead5678"), "wb") as f:
+        f.write(b"partial")
+    orphan = store.content.put_bytes(b"an orphan blob no image references")
+    held = ImageStore(root)  # a second opener while nothing is running: cleans up
+    assert store_state(held) == before and not store.content.exists(orphan)
+    assert held.get(ref).id == img.id and all(os.path.isdir(p) for p in held.layers(img.id))
+
+
 def test_interrupted_downloads_are_retried(registry, image_store):
     img = build.make_image([layer_tar({"a": os.urandom(500_000)}), layer_tar({"b": os.urandom(500_000)})],
                            compress=False)
