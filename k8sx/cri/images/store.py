@@ -249,7 +249,12 @@ class ImageStore:
             return self._image(db, image_id) if image_id else None
 
     def layers(self, image_id: str) -> list[str]:
-        """The image's unpacked layer directories, lowest first (reverse them for overlay's ``lowerdir``)."""
+        """The image's unpacked layer directories, lowest first (reverse them for overlay's ``lowerdir``).
+
+        Each is ``<root>/snapshots/<chain hex>/fs``. Mount data is capped at one page (4096 bytes): for
+        images with many layers mount with ``cwd=self.snapshots.dir`` and relative ``<hex>/fs`` names
+        (67 bytes each, about 60 layers), or use fsconfig's ``lowerdir+`` on kernels >= 6.8.
+        """
         with self._db() as db:
             resolved = self._resolve_id(db, image_id)
             if not resolved:
