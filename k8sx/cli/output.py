@@ -25,6 +25,16 @@ class Format(StrEnum):
 
 
 OutputOpt = Annotated[Format, typer.Option("--output", "-o", help="Output format.")]
+
+
+class DocFormat(StrEnum):
+    """``-o/--output`` of commands that print manifests (no table form): ``crd generate|convert``."""
+
+    yaml = "yaml"
+    json = "json"
+
+
+DocOutputOpt = Annotated[DocFormat, typer.Option("--output", "-o", help="Manifest format.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only print names or ids.")]
 
 

@@ -26,29 +26,56 @@ def summarize(crd: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_crds(conn: KubeConnection) -> list[dict[str, Any]]:
-    """All CustomResourceDefinitions of the cluster, as plain dicts, sorted by name."""
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def request(conn: KubeConnection, method: str, path: str, body: Any = None,
+            query: list[tuple[str, str]] | None = None, what: str = "") -> tuple[int, Any]:
+    """One raw JSON request to the API server: (status, decoded body). Transport failures and
+    authentication errors raise K8sxError; other statuses are the caller's to judge.
+
+    Raw JSON rather than the client's models: CRDs are handled as plain dicts, and unknown fields
+    (newer servers) pass through untouched.
+    """
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
     api = conn.api_client()
+    what = what or f"{method} {path}"
     try:
-        # Raw JSON rather than the client's models: rows are built from plain dicts, and unknown
-        # fields (newer servers) pass through untouched.
-        method, url, headers, body, _ = api.param_serialize(
-            "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
-        response = api.call_api(method, url, header_params=headers, body=body,
-                                _request_timeout=conn.timeout())
+        m, url, headers, data, _ = api.param_serialize(
+            method, path, query_params=query or [], body=body,
+            header_params={"Accept": "application/json", **({"Content-Type": "application/json"} if body else {})},
+            auth_settings=["BearerToken"])
+        response = api.call_api(m, url, header_params=headers, body=data, _request_timeout=conn.timeout())
         response.read()
-        if not 200 <= response.status < 300:
-            raise K8sxError(f"listing CRDs: the API server answered {response.status} {response.reason}")
-        data = json.loads(response.data or b"{}")
+        status, raw = response.status, response.data
     except ApiException as e:
-        raise K8sxError(f"listing CRDs: the API server answered {e.status} {e.reason}") from None
+        status, raw = e.status, (e.body or b"")
     except (HTTPError, OSError) as e:
         raise K8sxError(f"cannot reach the API server at {api.configuration.host}: {e}") from None
     finally:
         api.close()
-    items = (data or {}).get("items") or []
+    try:
+        decoded = json.loads(raw or b"null")
+    except ValueError:
+        decoded = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    if status in (401, 403):
+        message = decoded.get("message") if isinstance(decoded, dict) else ""
+        raise K8sxError(f"{what}: the API server answered {status}: {message or 'not allowed'}")
+    return status, decoded
+
+
+def list_crds(conn: KubeConnection) -> list[dict[str, Any]]:
+    """All CustomResourceDefinitions of the cluster, as plain dicts, sorted by name."""
+    status, data = request(conn, "GET", CRDS, what="listing CRDs")
+    if not 200 <= status < 300:
+        raise K8sxError(f"listing CRDs: the API server answered {status} {_reason(data)}")
+    items = (data or {}).get("items") or [] if isinstance(data, dict) else []
     return sorted(items, key=lambda c: (c.get("metadata") or {}).get("name", ""))
+
+
+def _reason(data: Any) -> str:
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("reason") or "")
+    return str(data or "")[:200]

@@ -1,6 +1,6 @@
 """The ``kubectl x crd`` group: generation, conversion, validation and apply of CRDs.
 
-Commands register themselves on ``app``; a verb that is not built yet does not exist here yet.
+Commands register themselves on ``app``.
 """
 
 from __future__ import annotations
@@ -12,4 +12,5 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-from k8sx.cli.crd import ls  # noqa: E402,F401  (verbs register themselves on app)
+# verbs register themselves on app
+from k8sx.cli.crd import apply, convert, diff, generate, ls, validate  # noqa: E402,F401
