@@ -102,11 +102,14 @@ def test_two_tags_one_image_removed_together(registry, image_store):
 class StallingProxy:
     """A loopback TCP proxy that passes ``limit`` bytes of each response, then hangs (a stuck registry).
 
-    With ``cut`` it instead closes the first ``cut`` connections that exceed ``limit`` (a flaky network).
+    With ``cut`` it instead closes the first ``cut`` connections that exceed ``limit`` (a flaky network);
+    with ``rewrite=(old, new)`` it passes everything but edits responses on the way (a man in the middle).
     """
 
-    def __init__(self, upstream_port: int, limit: int, cut: int = 0) -> None:
+    def __init__(self, upstream_port: int, limit: int, cut: int = 0, rewrite: tuple[bytes, bytes] | None = None,
+                 ) -> None:
         self.upstream, self.limit, self.cut, self.flaky = upstream_port, limit, cut, cut > 0
+        self.rewrite = rewrite
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -131,6 +134,8 @@ class StallingProxy:
         sent = 0
         try:
             while data := src.recv(65536):
+                if limit is not None and self.rewrite:
+                    data = data.replace(*self.rewrite)
                 if limit is not None and sent + len(data) > limit:
                     dst.sendall(data[: limit - sent])
                     if not self.flaky:
@@ -247,6 +252,23 @@ def test_digest_mismatch_rejected(registry, image_store):
         f.write(data)
     with pytest.raises(DigestMismatch):
         image_store.pull(ref)
+    assert store_state(image_store) == EMPTY
+
+
+def test_tampered_manifest_rejected(registry, image_store):
+    """A man in the middle of a plain-HTTP pull edits the manifest (same length): the digests catch it."""
+    img = build.make_image([layer_tar({"m": "m"})])
+    path = registry.repo("tampered") + ":1"
+    registry.push(path, img)
+    proxy = StallingProxy(registry.port, limit=1 << 30, rewrite=(b'"schemaVersion":2', b'"schemaVersion":3'))
+    try:
+        ref = path.replace(registry.host, f"127.0.0.1:{proxy.port}")
+        with pytest.raises(DigestMismatch, match="Docker-Content-Digest"):
+            image_store.pull(ref)
+        with pytest.raises(DigestMismatch, match="hashing to"):
+            image_store.pull(f"{ref.rsplit(':', 1)[0]}@{img.manifest.digest}")
+    finally:
+        proxy.close()
     assert store_state(image_store) == EMPTY
 
 
