@@ -131,8 +131,16 @@ class OciEnv:
             return ""
 
     def output(self, cid: str) -> str:
-        """The log's payloads (the text after ``<time> <stream> <tag> ``), joined by newlines."""
-        return "\n".join(line.split(" ", 3)[3] for line in self.log(cid).splitlines() if line.count(" ") >= 3)
+        """The log's lines (partial ``P`` entries joined to the rest of their line, per stream)."""
+        lines: list[str] = []
+        pending: dict[str, str] = {}
+        for line in self.log(cid).splitlines():
+            _ts, stream, tag, text = (line.split(" ", 3) + [""])[:4]
+            pending[stream] = pending.get(stream, "") + text
+            if tag == "F":
+                lines.append(pending.pop(stream))
+        lines += pending.values()
+        return "\n".join(lines)
 
     def cgroup_dirs(self) -> list[str]:
         return cg.dirs(self.cgroup_parent)

@@ -120,7 +120,7 @@ def test_bind_mounts_and_devices(oci: OciEnv) -> None:
     host = os.path.join(oci.dir, "share")
     os.makedirs(host)
     with open(os.path.join(host, "in"), "w") as f:
-        f.write("from-host")
+        f.write("from-host\n")
     mounts = [Mount(host, "/data"), Mount(host, "/ro", readonly=True)]
     code, out = _run_out(oci, ["sh", "-c", "cat /data/in; echo x > /data/out; echo y > /ro/no || echo refused; "
                                            "head -c 3 /dev/k8sxto-zero | wc -c"],
