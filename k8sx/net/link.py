@@ -23,6 +23,10 @@ from k8sx.net import ns
 IFF_UP = 0x1
 IFF_PROMISC = 0x100
 RTPROT_BOOT = 3
+RTNH_F_ONLINK = 0x4
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x2
+AF_BRIDGE = 7
 NETLINK_ROUTE = 0
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -53,6 +57,7 @@ class Route:
     dst: IPNetwork
     gateway: str | None
     oif: int
+    onlink: bool = False
 
 
 def _link(msg: Any) -> Link:
@@ -207,7 +212,8 @@ class Netlink:
             dst = m.get_attr("RTA_DST")
             zero = "0.0.0.0" if family == socket.AF_INET else "::"
             out.append(Route(dst=ipaddress.ip_network(f"{dst or zero}/{m['dst_len']}"),
-                             gateway=m.get_attr("RTA_GATEWAY"), oif=m.get_attr("RTA_OIF") or 0))
+                             gateway=m.get_attr("RTA_GATEWAY"), oif=m.get_attr("RTA_OIF") or 0,
+                             onlink=bool(m["flags"] & RTNH_F_ONLINK)))
         return out
 
     def route_oif(self, dst: str) -> int:
@@ -215,3 +221,97 @@ class Netlink:
         with self._errors(f"route get {dst}"):
             msgs = self._ipr.route("get", dst=dst)
         return msgs[0].get_attr("RTA_OIF") if msgs else 0
+
+    # overlays (flannel): vxlan devices, routes replaced in place, neighbours and fdb entries ------
+    def add_vxlan(self, name: str, vni: int, link: int, local: str, port: int, mtu: int, mac: str,
+                  learning: bool = False, gbp: bool = False) -> Link:
+        """A vxlan device as ``ip link add NAME mtu M type vxlan id VNI local IP dev LINK dstport P``."""
+        spec: dict[str, Any] = {"ifname": name, "kind": "vxlan", "vxlan_id": vni, "vxlan_link": link,
+                                "vxlan_local": local, "vxlan_port": port, "vxlan_learning": int(learning),
+                                "mtu": mtu, "address": mac}
+        if gbp:
+            spec["vxlan_gbp"] = True
+        with self._errors(f"create vxlan {name}"):
+            self._ipr.link("add", **spec)
+        created = self.link(name)
+        if created is None:
+            raise NetError(errno.ENODEV, f"vxlan {name} vanished after creation")
+        return created
+
+    def vxlan_info(self, index: int) -> dict[str, Any]:
+        """The vxlan attributes of a device: ``id``, ``local``, ``link``, ``port``, ``learning``."""
+        with self._errors("get vxlan"):
+            msg = self._ipr.get_links(index)[0]
+        info = msg.get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        if data is None or info.get_attr("IFLA_INFO_KIND") != "vxlan":
+            return {}
+        return {"id": data.get_attr("IFLA_VXLAN_ID"), "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+                "link": data.get_attr("IFLA_VXLAN_LINK") or 0, "port": data.get_attr("IFLA_VXLAN_PORT"),
+                "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING"))}
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        with self._errors("set mtu"):
+            self._ipr.link("set", index=index, mtu=mtu)
+
+    def delete_address(self, index: int, addr: IPInterface) -> None:
+        with self._errors(f"delete address {addr}"):
+            self._ipr.addr("del", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+
+    def replace_route(self, dst: IPNetwork, gateway: str | None, oif: int, onlink: bool = False) -> None:
+        """``ip route replace DST [via GW] dev OIF [onlink]`` (proto boot, main table)."""
+        spec: dict[str, Any] = {"dst": str(dst), "oif": oif, "proto": RTPROT_BOOT}
+        if gateway:
+            spec["gateway"] = gateway
+        else:
+            spec["scope"] = 253
+        if onlink:
+            spec["flags"] = RTNH_F_ONLINK
+        with self._errors(f"replace route {dst}"):
+            self._ipr.route("replace", **spec)
+
+    def delete_route(self, dst: IPNetwork, gateway: str | None = None, oif: int = 0) -> bool:
+        """Delete the route to ``dst`` (matching gateway/oif when given); False if there was none."""
+        spec: dict[str, Any] = {"dst": str(dst)}
+        if gateway:
+            spec["gateway"] = gateway
+        if oif:
+            spec["oif"] = oif
+        try:
+            with self._errors(f"delete route {dst}"):
+                self._ipr.route("del", **spec)
+        except NetError as exc:
+            if exc.errno == errno.ESRCH:
+                return False
+            raise
+        return True
+
+    def set_neigh(self, index: int, ip: str, mac: str) -> None:
+        """``ip neigh replace IP lladdr MAC dev INDEX nud permanent``."""
+        with self._errors(f"set neighbour {ip}"):
+            self._ipr.neigh("replace", dst=ip, lladdr=mac, ifindex=index, state=NUD_PERMANENT)
+
+    def delete_neigh(self, index: int, ip: str, mac: str) -> None:
+        with self._errors(f"delete neighbour {ip}"):
+            self._ipr.neigh("del", dst=ip, lladdr=mac, ifindex=index)
+
+    def neighbours(self, index: int) -> list[tuple[str, str, int]]:
+        """(ip, mac, state) of the IPv4 neighbour entries on a link."""
+        with self._errors("list neighbours"):
+            msgs = self._ipr.get_neighbours(socket.AF_INET, ifindex=index)
+        return [(m.get_attr("NDA_DST"), m.get_attr("NDA_LLADDR") or "", m["state"]) for m in msgs]
+
+    def set_fdb(self, index: int, mac: str, dst: str) -> None:
+        """``bridge fdb replace MAC dev INDEX dst DST self permanent``."""
+        with self._errors(f"set fdb {mac}"):
+            self._ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
+
+    def delete_fdb(self, index: int, mac: str, dst: str) -> None:
+        with self._errors(f"delete fdb {mac}"):
+            self._ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst)
+
+    def fdb(self, index: int) -> list[tuple[str, str]]:
+        """(mac, dst) of the fdb entries with a remote destination on a (vxlan) link."""
+        with self._errors("list fdb"):
+            msgs = self._ipr.get_neighbours(AF_BRIDGE, ifindex=index)
+        return [(m.get_attr("NDA_LLADDR") or "", m.get_attr("NDA_DST")) for m in msgs if m.get_attr("NDA_DST")]
