@@ -219,8 +219,14 @@ class OciRuntime:
         st = self.state(cid)
         if st.status != CREATED:
             raise ContainerStateError(f"container {cid} is {st.status}, not created")
-        self._runc("start", cid)
+        # Noted before it runs: a quick container may be gone before runc start returns.
         self._set_meta(cid, started_at=time.time_ns())
+        try:
+            self._runc("start", cid)
+        except BaseException:
+            if self._exit(cid) is None:
+                self._set_meta(cid, started_at=0)
+            raise
         return self.state(cid)
 
     def state(self, cid: str) -> ContainerState:
@@ -231,7 +237,9 @@ class OciRuntime:
                             rootfs=meta.get("rootfs", ""), bundle=self.bundle(cid))
         ex = self._exit(cid)
         if ex is None:
-            if st.started_at and _alive(st.pid):
+            # runc removes exec.fifo when the container starts; no runc call needed to tell.
+            if st.started_at and _alive(st.pid) and not os.path.exists(
+                    os.path.join(self.runtime_root, cid, "exec.fifo")):
                 st.status = RUNNING
                 return st
             status = self._runc_status(cid)
@@ -249,8 +257,8 @@ class OciRuntime:
             return st
         st.status = EXITED
         st.exit_code, st.finished_at = ex
-        if not st.started_at and st.finished_at:
-            st.started_at = 0
+        # The exit file's mtime comes from the kernel's coarse clock (a few ms behind).
+        st.finished_at = max(st.finished_at, st.started_at, st.created_at)
         if self._oom_killed(cid, meta):
             st.reason = "OOMKilled"
         else:
