@@ -75,14 +75,14 @@ def mounts_under(path: str) -> list[str]:
 class OciEnv:
     """One test's runtime, dirs, cgroup parent and network namespace."""
 
-    def __init__(self, layers: list[str], netns_path: str) -> None:
+    def __init__(self, layers: list[str], netns_path: str, runtime_path: str = "runc") -> None:
         self.dir = tempfile.mkdtemp(prefix="k8sxto-")
         self.state = os.path.join(self.dir, "state")
         self.logs = os.path.join(self.dir, "logs")
         self.layers = layers
         self.netns = netns_path
         self.cgroup_parent = "/" + unique("o", 24)
-        self.rt = OciRuntime(self.state, os.path.join(self.dir, "root"))
+        self.rt = OciRuntime(self.state, os.path.join(self.dir, "root"), runtime_path=runtime_path)
 
     def spec(self, command: list[str], **kw: Any) -> ContainerSpecInput:
         cid = kw.pop("id", None) or unique("o", 32)

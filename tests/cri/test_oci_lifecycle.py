@@ -12,8 +12,9 @@ import time
 
 import pytest
 from ocitools import OciEnv
+from support import have
 
-from k8sx.cri.oci import ContainerStateError, Namespaces, Security
+from k8sx.cri.oci import ContainerStateError, Namespaces, Seccomp, Security
 from k8sx.errors import K8sxError
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$")
@@ -159,3 +160,35 @@ def test_reopen_log(oci: OciEnv) -> None:
     oci.wait_log(cid, "tick")
     assert os.path.getsize(log + ".1") > 0
 
+
+
+# crun 1.8 refuses hybrid cgroups ("cgroups in hybrid mode not supported"); on such a host it runs
+# in a mount namespace without the cgroup2 mount (cri-spike.md §3). On a pure v1 or v2 host: crun itself.
+CRUN_HYBRID = """#!/bin/sh
+exec unshare -m --propagation private sh -c 'umount -l /sys/fs/cgroup/unified 2>/dev/null; exec crun "$@"' crun "$@"
+"""
+
+
+def test_crun_as_runtime_path(oci_layers: list[str], netns: object) -> None:
+    assert have("crun"), "crun missing: apt-get install crun"
+    env = OciEnv(oci_layers, netns.path(netns("o")), runtime_path="runc")  # type: ignore[attr-defined]
+    try:
+        crun = "crun"
+        if os.path.isdir("/sys/fs/cgroup/unified") and os.path.isdir("/sys/fs/cgroup/memory"):
+            crun = os.path.join(env.dir, "crun-hybrid")
+            with open(crun, "w") as f:
+                f.write(CRUN_HYBRID)
+            os.chmod(crun, 0o755)
+        from k8sx.cri.oci.runtime import OciRuntime
+        env.rt = OciRuntime(env.state, os.path.join(env.dir, "root"), runtime_path=crun)
+        st, log = env.run(["sh", "-c", "grep ^Seccomp: /proc/self/status; exit 4"],
+                          security=Security(seccomp=Seccomp("RuntimeDefault")))
+        assert (st.exit_code, env.output(st.id)) == (4, "Seccomp:\t2")
+        cid = env.start(["sleep", "1000"])
+        r = env.rt.exec_sync(cid, ["sh", "-c", "echo in-crun; exit 3"], timeout=10)
+        assert (r.stdout, r.exit_code) == (b"in-crun\n", 3)
+        assert env.rt.stop(cid, timeout=0.5).exit_code == 137
+        with open(os.path.join(env.state, "bundles", cid, "meta.json")) as f:
+            assert crun in f.read()
+    finally:
+        env.teardown()
