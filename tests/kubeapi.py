@@ -5,6 +5,7 @@ here in a thread with its own event loop on 127.0.0.1, and ``kubeconfig()`` writ
 pointing at it. Every part of k8sx that talks to an API server (crd, flannel's kube subnet manager,
 operators) tests against this one fixture. It does not validate or default objects, nor run
 controllers (see ../shared/reference/k8s-api-emulator.md): tests must not claim more than that.
+On top of stock kmock it replaces objects on PUT and honours ``?dryRun=All`` (nothing stored).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ApiEmulator:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with kmock.KubernetesEmulator() as emulator, kmock.Server(emulator) as server:
+        async with _emulator_class()() as emulator, kmock.Server(emulator) as server:
             emulator.resources.load_bundled()
             self.kmock = emulator
             self.url = str(server.url).rstrip("/")
@@ -82,6 +83,53 @@ class ApiEmulator:
                    extra_contexts: tuple[str, ...] = ()) -> str:
         """Write a kubeconfig whose current context points at this emulator; returns ``path``."""
         return write_kubeconfig(path, self.url, context, namespace, extra_contexts)
+
+
+def _emulator_class() -> type:
+    """kmock's emulator plus two things a client that writes needs (``crd apply|diff``):
+
+    * ``PUT`` on a named object replaces it (stock kmock answers 404);
+    * ``?dryRun=All`` on POST/PUT/PATCH answers as the server would (409 if a created object exists,
+      404 if a replaced one does not) and echoes the body *without storing it* (stock kmock stores).
+
+    A real server would also validate and default the object on a dry run; this one does not.
+    """
+    import kmock
+    from kmock import KubernetesObjectNotFoundError
+    from kmock._internal.k8s import KubernetesObjectConflictError
+
+    class Emulator(kmock.KubernetesEmulator):  # type: ignore[misc,valid-type]
+        async def _handle(self, request: Any) -> Any:
+            import aiohttp.web
+
+            method = str(getattr(request.method, "value", request.method)).upper()
+            if request.resource is None or method not in ("POST", "PUT", "PATCH"):
+                return await super()._handle(request)
+            dry_run = request.params.get("dryRun") == "All"
+            if not dry_run and method != "PUT":
+                return await super()._handle(request)
+            data = request.data if isinstance(request.data, dict) else {}
+            meta = data.get("metadata") or {}
+            name = request.name or meta.get("name")
+            key = (request.resource, request.namespace or meta.get("namespace"), name)
+            try:
+                async with self._lock:
+                    exists = key in self._objects and not self._objects[key].deleted
+                    if method == "POST" and exists:
+                        raise KubernetesObjectConflictError()
+                    if method != "POST" and not exists:
+                        raise KubernetesObjectNotFoundError()
+                    if dry_run:
+                        body = data if method != "PATCH" else {**self._objects[key].raw, **data}
+                        return aiohttp.web.json_response(body, status=201 if method == "POST" else 200)
+                    self._objects[key].create(data)  # a new version of the object: the whole body
+                    raw = self._objects[key].raw
+                await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+                return aiohttp.web.json_response(raw)
+            except Exception as e:
+                return await self._render_error(e)
+
+    return Emulator
 
 
 def write_kubeconfig(path: str, server: str, context: str = "emulator", namespace: str | None = None,

@@ -143,8 +143,8 @@ def diff(conn: KubeConnection, crds: list[dict[str, Any]], server_dry_run: bool 
         right = normalize(desired)
         if live is not None and not server_dry_run and _same(left, right):
             right = left
-        a = dump([left]).splitlines(keepends=True) if live is not None else []
-        b = dump([right]).splitlines(keepends=True)
+        a = dump([left], sort_keys=True).splitlines(keepends=True) if live is not None else []
+        b = dump([right], sort_keys=True).splitlines(keepends=True)
         text = "".join(difflib.unified_diff(a, b, f"live/{name}", f"merged/{name}"))
         out.append((name, text))
     return out

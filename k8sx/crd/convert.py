@@ -107,9 +107,10 @@ def convert(crd: dict[str, Any]) -> tuple[dict[str, Any], list[Note]]:
             schema = {"type": "object"}
             if preserve is not False:
                 notes.append(Note("warning", vpath if not spec.get("versions") else ("spec",),
-                                  f"version {nv['name']} had no schema: v1 requires one; wrote type: object "
-                                  "with x-kubernetes-preserve-unknown-fields: true (nothing is validated; "
-                                  "write a real schema)"))
+                                  f"version {nv['name']} had no schema, and v1beta1 kept unknown fields by "
+                                  "default (preserveUnknownFields: true); v1 requires a schema: wrote type: "
+                                  "object with x-kubernetes-preserve-unknown-fields: true so nothing is pruned "
+                                  "(nothing is validated either: write a real schema)"))
         else:
             schema = _repair(copy.deepcopy(schema_src), spath, notes, root=True)
         if preserve is not False and not schema.get("x-kubernetes-preserve-unknown-fields"):

@@ -122,17 +122,18 @@ def _pure_dumper() -> type:
     return Dumper
 
 
-def dump(docs: list[Any], fmt: str = "yaml") -> str:
+def dump(docs: list[Any], fmt: str = "yaml", sort_keys: bool = False) -> str:
     """Deterministic text of ``docs``: YAML documents (``---`` between) or JSON (a list if several).
 
     Key order is the order of the dicts (assemble builds them in controller-gen's order), so two
-    runs over the same input give the same bytes.
+    runs over the same input give the same bytes. ``sort_keys`` orders every mapping (for diffs of
+    objects that came back from a server in its own order).
     """
     if fmt == "json":
         body = docs[0] if len(docs) == 1 else {"apiVersion": "v1", "kind": "List", "items": docs}
-        return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
+        return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n"
     import yaml
 
-    parts = [yaml.dump(d, Dumper=_pure_dumper(), sort_keys=False, default_flow_style=False,
+    parts = [yaml.dump(d, Dumper=_pure_dumper(), sort_keys=sort_keys, default_flow_style=False,
                        allow_unicode=True, width=4096) for d in docs]
     return "---\n".join(parts)
