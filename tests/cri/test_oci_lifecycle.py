@@ -36,6 +36,11 @@ def test_exit_code_reason_times_and_cri_log(oci: OciEnv) -> None:
 
 
 def test_stop_sigterm_then_sigkill_137(oci: OciEnv) -> None:
+    # The image's StopSignal replaces SIGTERM.
+    cid = oci.start(["sh", "-c", "trap 'exit 21' USR1; echo ready; while true; do sleep 0.1; done"],
+                    image_config={"StopSignal": "SIGUSR1"})
+    oci.wait_log(cid, "ready")
+    assert oci.rt.stop(cid, timeout=10).exit_code == 21
     # A shell that handles TERM exits with its own code, well before the timeout.
     cid = oci.start(["sh", "-c", "trap 'exit 42' TERM; echo ready; while true; do sleep 0.1; done"])
     oci.wait_log(cid, "ready")

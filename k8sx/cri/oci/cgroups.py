@@ -12,6 +12,8 @@ import functools
 import os
 import time
 
+from k8sx.cri.oci.types import Stats
+
 
 @functools.lru_cache(maxsize=1)
 def hierarchies() -> dict[str, str]:
@@ -111,3 +113,19 @@ def remove(path: str, parents_up_to: str = "", timeout: float = 2.0) -> None:
             except OSError:
                 return
         parent = os.path.dirname(parent)
+
+
+def stats(path: str) -> Stats:
+    """cpu and memory of cgroup ``path`` (a container's or a pod's): usage, working set (usage less
+    inactive file pages, as kubelet computes it), rss and page faults."""
+    mem = read_stat("memory", path, "memory.stat")
+    usage = read_int("memory", path, "memory.usage_in_bytes")
+    return Stats(
+        timestamp=time.time_ns(),
+        cpu_usage_ns=read_int("cpuacct", path, "cpuacct.usage"),
+        memory_usage_bytes=usage,
+        memory_working_set_bytes=max(usage - mem.get("total_inactive_file", 0), 0),
+        memory_rss_bytes=mem.get("total_rss", 0),
+        page_faults=mem.get("total_pgfault", 0),
+        major_page_faults=mem.get("total_pgmajfault", 0),
+    )

@@ -200,7 +200,8 @@ class OciRuntime:
             meta = {"id": inp.id, "name": inp.name, "sandbox_id": inp.sandbox_id,
                     "created_at": time.time_ns(), "started_at": 0, "log_path": inp.log_path,
                     "cgroups_path": cfg["linux"]["cgroupsPath"], "pid_mode": inp.namespaces.pid,
-                    "rootfs": fs.merged, "runtime": self.runtime_path}
+                    "rootfs": fs.merged, "runtime": self.runtime_path,
+                    "stop_signal": inp.image_config.get("StopSignal") or "SIGTERM"}
             _write_atomic(os.path.join(bundle, "meta.json"), meta)
             os.makedirs(os.path.dirname(inp.log_path), exist_ok=True)
             persist = os.path.join(self.persist, inp.id)
@@ -294,7 +295,7 @@ class OciRuntime:
             raise K8sxError(f"kill {cid}: {r.stderr.decode(errors='replace').strip()}")
 
     def stop(self, cid: str, timeout: float = 10) -> ContainerState:
-        """SIGTERM (or the image's StopSignal, via ``stop_signal``), then SIGKILL after ``timeout``
+        """SIGTERM (or the image's StopSignal), then SIGKILL after ``timeout``
         seconds; returns the exited state (exit code 128+n after a death by signal n)."""
         st = self.state(cid)
         if st.status == EXITED:
@@ -309,7 +310,7 @@ class OciRuntime:
         return self.state(cid)
 
     def _stop_signal(self, cid: str) -> int:
-        sig = self.config(cid).get("annotations", {}).get("io.kubernetes.cri.stop-signal", "SIGTERM")
+        sig = self._meta(cid).get("stop_signal") or "SIGTERM"
         try:
             return _signal_number(sig)
         except K8sxError:
@@ -418,23 +419,9 @@ class OciRuntime:
 
     def stats(self, cid: str) -> Stats:
         """cpu and memory from the container's cgroup (v1) and the writable layer's usage."""
-        meta = self._meta(cid)
-        cg = meta.get("cgroups_path", "")
-        mem = cgroups.read_stat("memory", cg, "memory.stat")
-        usage = cgroups.read_int("memory", cg, "memory.usage_in_bytes")
-        inactive = mem.get("total_inactive_file", 0)
-        written, inodes = rootfs.usage(rootfs.Rootfs(os.path.join(self.containers, cid)).upper)
-        return Stats(
-            timestamp=time.time_ns(),
-            cpu_usage_ns=cgroups.read_int("cpuacct", cg, "cpuacct.usage"),
-            memory_usage_bytes=usage,
-            memory_working_set_bytes=max(usage - inactive, 0),
-            memory_rss_bytes=mem.get("total_rss", 0),
-            page_faults=mem.get("total_pgfault", 0),
-            major_page_faults=mem.get("total_pgmajfault", 0),
-            writable_bytes=written,
-            writable_inodes=inodes,
-        )
+        st = cgroups.stats(self._meta(cid).get("cgroups_path", ""))
+        st.writable_bytes, st.writable_inodes = rootfs.usage(rootfs.Rootfs(os.path.join(self.containers, cid)).upper)
+        return st
 
     def describe(self, cid: str) -> dict[str, Any]:
         """The state and the spec, for ``inspect``'s info."""

@@ -9,6 +9,7 @@ Input is :class:`~k8sx.cri.oci.types.ContainerSpecInput`; output a JSON-ready di
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from typing import Any
@@ -17,6 +18,8 @@ from k8sx.cri.oci import seccomp
 from k8sx.cri.oci.types import ContainerSpecInput, Mount, Resources, Security
 from k8sx.cri.oci.users import resolve_in_root, resolve_user
 from k8sx.errors import K8sxError
+
+log = logging.getLogger(__name__)
 
 OCI_VERSION = "1.0.2-dev"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -261,9 +264,11 @@ def resources(r: Resources) -> dict[str, Any]:
         elif os.path.exists(os.path.join(CGROUP_V1_ROOT, "memory", "memory.memsw.limit_in_bytes")):
             mem["swap"] = r.memory_limit_in_bytes   # no swap beyond the limit, as kubelet expects
         out["memory"] = mem
-    if r.hugepage_limits and os.path.isdir(os.path.join(CGROUP_V1_ROOT, "hugetlb")):
-        # Without a v1 hugetlb hierarchy (hybrid hosts put it in cgroup2 only) runc cannot apply it.
-        out["hugepageLimits"] = [{"pageSize": k, "limit": v} for k, v in sorted(r.hugepage_limits.items())]
+    if r.hugepage_limits:
+        if os.path.isdir(os.path.join(CGROUP_V1_ROOT, "hugetlb")):
+            out["hugepageLimits"] = [{"pageSize": k, "limit": v} for k, v in sorted(r.hugepage_limits.items())]
+        else:   # hybrid hosts have hugetlb in cgroup2 only, where runc's v1 manager cannot set it
+            log.warning("hugepage limits ignored: no cgroup v1 hugetlb controller on this host")
     return out
 
 
@@ -280,6 +285,22 @@ def apparmor_available() -> bool:
             return f.read().strip() == "Y"
     except OSError:
         return False
+
+
+def apparmor_profile(sec: Security) -> str:
+    """The AppArmor profile to run under, or "" (none). ``runtime/default`` would need a profile of
+    ours loaded in the kernel, which we don't ship; without AppArmor in the kernel (this project's
+    hosts) every request is ignored, with a warning so that nobody believes it is enforced."""
+    want = sec.apparmor_profile
+    if not want or sec.privileged or want == "unconfined":
+        return ""
+    if not apparmor_available():
+        log.warning("AppArmor profile %r ignored: AppArmor is not enabled on this host", want)
+        return ""
+    if want.startswith("localhost/"):
+        return want.removeprefix("localhost/")
+    log.warning("AppArmor profile %r ignored: k8sx loads no default AppArmor profile", want)
+    return ""
 
 
 def namespaces(inp: ContainerSpecInput) -> list[dict[str, str]]:
@@ -320,8 +341,9 @@ def build_spec(inp: ContainerSpecInput, rootfs: str) -> dict[str, Any]:
         "noNewPrivileges": sec.no_new_privs and not sec.privileged,
         "oomScoreAdj": restrict_oom_score_adj(inp.resources.oom_score_adj),
     }
-    if sec.apparmor_profile and apparmor_available() and not sec.privileged:
-        process["apparmorProfile"] = sec.apparmor_profile
+    profile = apparmor_profile(sec)
+    if profile:
+        process["apparmorProfile"] = profile
     user_mounts, rootfs_propagation = _user_mounts(inp.mounts)
     taken = {m["destination"].rstrip("/") for m in user_mounts}
     mounts = [m for m in _default_mounts(sec.privileged) if m["destination"] not in taken] + user_mounts

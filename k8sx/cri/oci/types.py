@@ -80,7 +80,7 @@ class Security:
     add_capabilities: list[str] = field(default_factory=list)   # "NET_ADMIN", "CAP_NET_ADMIN" or "ALL"
     drop_capabilities: list[str] = field(default_factory=list)
     seccomp: Seccomp = field(default_factory=Seccomp)
-    apparmor_profile: str = ""   # accepted and ignored when the host has no AppArmor (see spec.apparmor_note)
+    apparmor_profile: str = ""   # "localhost/<name>" or "unconfined"; ignored with a warning without AppArmor
     masked_paths: list[str] | None = None     # None = the defaults (containerd's); [] = none
     readonly_paths: list[str] | None = None   # None = the defaults (containerd's); [] = none
 
