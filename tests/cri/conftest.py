@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import pytest
 from imagetools import Registry
 from ocitools import oci, oci_layers  # noqa: F401  (fixtures of the OCI layer tests: runc + conmon)
+from runtimetools import busybox_layout, runtime_node  # noqa: F401  (the runtime tests' k8sx runtime serve)
 
 from k8sx.cri.images.store import ImageStore
 

@@ -33,14 +33,14 @@ def rmp(
         failed = 0
         for pod_id in ids:
             try:
-                if force:
+                st = c.call(c.runtime.PodSandboxStatus, api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id),
+                            f"getting sandbox status of pod {pod_id!r}")
+                if st.status.state == api_pb2.SANDBOX_READY:
+                    if not force:
+                        raise K8sxError(f"pod sandbox {pod_id!r} is running, please stop it first")
                     c.call(c.runtime.StopPodSandbox, api_pb2.StopPodSandboxRequest(pod_sandbox_id=pod_id),
                            f"stopping the pod sandbox {pod_id!r}")
-                else:
-                    st = c.call(c.runtime.PodSandboxStatus, api_pb2.PodSandboxStatusRequest(pod_sandbox_id=pod_id),
-                                f"getting the status of pod sandbox {pod_id!r}")
-                    if st.status.state == api_pb2.SANDBOX_READY:
-                        raise K8sxError(f"pod sandbox {pod_id!r} is running, please stop it first or use -f")
+                    typer.echo(f"Stopped sandbox {pod_id}")
                 c.call(c.runtime.RemovePodSandbox, api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod_id),
                        f"removing the pod sandbox {pod_id!r}")
                 typer.echo(f"Removed sandbox {pod_id}")
