@@ -89,7 +89,7 @@ def launch(a: ConmonArgs) -> int:
                 raise K8sxError(f"conmon not found ({a.conmon_path}): install the conmon package") from e
         os.close(w)
         w = -1
-        proc.wait(timeout=SYNC_TIMEOUT)   # the parent exits once it has forked the monitor
+        proc.wait()   # the parent exits once it has forked the monitor (no timeout: wait() would poll)
         if proc.returncode != 0:
             with open(log, encoding="utf-8", errors="replace") as f:
                 raise K8sxError(f"conmon failed: {f.read().strip()[-500:]}")

@@ -231,24 +231,25 @@ class OciRuntime:
         return self.state(cid)
 
     def state(self, cid: str) -> ContainerState:
-        """The container's state from conmon's exit file, the pid and (for created ones) runc."""
+        """The container's state from conmon's exit file, the init's pid and runc's exec.fifo."""
         meta = self._meta(cid)
         st = ContainerState(id=cid, status=UNKNOWN, pid=self._pid(cid), created_at=meta["created_at"],
                             started_at=meta.get("started_at", 0), log_path=meta.get("log_path", ""),
                             rootfs=meta.get("rootfs", ""), bundle=self.bundle(cid))
         ex = self._exit(cid)
         if ex is None:
-            # runc removes exec.fifo when the container starts; no runc call needed to tell.
-            if st.started_at and _alive(st.pid) and not os.path.exists(
-                    os.path.join(self.runtime_root, cid, "exec.fifo")):
-                st.status = RUNNING
-                return st
-            status = self._runc_status(cid)
-            if status in ("created", "running", "paused"):
-                st.status = CREATED if status == "created" else RUNNING
-                if status != "created" and not st.started_at:
+            # Files only, no runtime call: runc and crun both keep exec.fifo until the start.
+            if _alive(st.pid):
+                created = os.path.exists(os.path.join(self.runtime_root, cid, "exec.fifo"))
+                st.status = CREATED if created else RUNNING
+                if not created and not st.started_at:
                     st.started_at = meta["created_at"]   # started by an instance that died before noting it
                 return st
+            if not st.pid:   # no pid file: ask the runtime
+                status = self._runc_status(cid)
+                if status in ("created", "running", "paused"):
+                    st.status = CREATED if status == "created" else RUNNING
+                    return st
             ex = self._wait_exit(cid, 1.0)
         if ex is None:
             st.status = EXITED if meta.get("started_at") else UNKNOWN
