@@ -4,8 +4,10 @@ Both pull the same image from the same loopback ``docker-registry`` (started her
 containerd is a private instance (own root, state and socket under a ``k8sxti-bench-*`` temp dir,
 CRI plugin, overlayfs snapshotter, ``certs.d`` pointing at the registry) driven by ``crictl pull``;
 between rounds the image is removed with ``crictl rmi`` (containerd deletes content and snapshots
-synchronously). k8sx pulls into a fresh ``ImageStore`` each round, in process (what ``k8sx runtime
-serve`` does for PullImage); crictl's own start-up (~20 ms) is inside containerd's figure.
+synchronously). Each round pushes a new image (every layer different), so neither side reuses content
+or snapshots, and the two take turns going first. k8sx pulls into a fresh ``ImageStore`` in process
+(what ``k8sx runtime serve`` does for PullImage); crictl's own start-up (~20 ms) is inside containerd's
+figure. CPU seconds are printed too: the host is shared, and wall time follows everyone else's load.
 
     .venv/bin/python bench/pull.py [--rounds 5]
 
@@ -60,11 +62,15 @@ def big_file_layer(mb: int) -> bytes:
     return buf.getvalue()
 
 
-def make_image(work: str) -> build.BuiltImage:
-    rootfs = os.path.join(work, "rootfs")
+def make_image(work: str, seed: int) -> build.BuiltImage:
+    """A fresh image per round (every layer differs), so neither side can reuse anything from before."""
+    rootfs = os.path.join(work, f"rootfs-{seed}")
     build.busybox_rootfs(rootfs)
-    layers = [build.tar_dir(rootfs), small_files_layer(2000, 2048, 1), small_files_layer(1000, 8192, 2),
-              big_file_layer(24), big_file_layer(8)]
+    with open(os.path.join(rootfs, "etc", "round"), "w") as f:
+        f.write(f"{seed}\n")
+    layers = [build.tar_dir(rootfs), small_files_layer(2000, 2048, 10 * seed + 1),
+              small_files_layer(1000, 8192, 10 * seed + 2), big_file_layer(24), big_file_layer(8)]
+    shutil.rmtree(rootfs)
     return build.make_image(layers, {"Cmd": ["sh"]})
 
 
@@ -146,25 +152,32 @@ def main() -> None:
     registry = containerd = None
     try:
         registry = Registry("bench")
-        img = make_image(work)
-        ref = registry.push(registry.repo("bench") + ":1", img)
-        total = sum(b.size for b in img.layers)
-        print(f"image: {len(img.layers)} layers, {total / 1e6:.1f} MB compressed, ref {ref}")
         containerd = Containerd(work, registry.host)
         ours, theirs, cpu_ours, cpu_theirs = [], [], [], []
         for i in range(args.rounds):
-            c0, t0 = containerd.cpu() + children_cpu(), time.perf_counter()
-            containerd.crictl("pull", ref)
-            theirs.append(time.perf_counter() - t0)
-            cpu_theirs.append(containerd.cpu() + children_cpu() - c0)
+            img = make_image(work, i)
+            ref = registry.push(registry.repo("bench") + ":1", img)
+            if i == 0:
+                total = sum(b.size for b in img.layers)
+                print(f"image: {len(img.layers)} layers, {total / 1e6:.1f} MB compressed, a new one each round")
+
+            def theirs_pull(ref: str = ref) -> None:
+                c0, t0 = containerd.cpu() + children_cpu(), time.perf_counter()
+                containerd.crictl("pull", ref)
+                theirs.append(time.perf_counter() - t0)
+                cpu_theirs.append(containerd.cpu() + children_cpu() - c0)
+
+            def ours_pull(ref: str = ref, i: int = i, want: str = img.id) -> None:
+                c0, t0 = self_cpu(), time.perf_counter()
+                got = ImageStore(os.path.join(work, f"k8sx-{i}")).pull(ref)
+                ours.append(time.perf_counter() - t0)
+                cpu_ours.append(self_cpu() - c0)
+                assert got.id == want
+
+            for run in (theirs_pull, ours_pull) if i % 2 == 0 else (ours_pull, theirs_pull):
+                run()
             containerd.crictl("rmi", ref)
-            root = os.path.join(work, f"k8sx-{i}")
-            c0, t0 = self_cpu(), time.perf_counter()
-            got = ImageStore(root).pull(ref)
-            ours.append(time.perf_counter() - t0)
-            cpu_ours.append(self_cpu() - c0)
-            assert got.id == img.id
-            shutil.rmtree(root)
+            shutil.rmtree(os.path.join(work, f"k8sx-{i}"))
         k, c = statistics.median(ours), statistics.median(theirs)
         print(f"k8sx ImageStore.pull : median {k * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in ours)})")
         print(f"containerd crictl pull: median {c * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in theirs)})")
