@@ -75,9 +75,10 @@ def test_exec_sync_output_exit_code_and_timeout(oci: OciEnv) -> None:
     r = oci.rt.exec_sync(cid, ["sh", "-c", "echo $GREETING; echo oops >&2; exit 5"], timeout=10)
     assert (r.stdout, r.stderr, r.exit_code, r.timed_out) == (b"hello\n", b"oops\n", 5, False)
     t = time.monotonic()
-    r = oci.rt.exec_sync(cid, ["sh", "-c", "echo started; sleep 30"], timeout=1)
-    assert r.timed_out and r.exit_code == 137 and time.monotonic() - t < 8
-    # The timed-out process is gone from the container.
+    r = oci.rt.exec_sync(cid, ["sh", "-c", "echo started; sleep 30; echo never"], timeout=1)
+    assert r.timed_out and r.exit_code == 137 and time.monotonic() - t < 4
+    assert r.stdout == b"started\n"
+    # The timed-out process and its child are gone from the container.
     ps = oci.rt.exec_sync(cid, ["ps", "-o", "args"], timeout=10).stdout.decode()
     assert "sleep 30" not in ps, ps
     oci.rt.stop(cid, 0)

@@ -68,6 +68,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc's parent links), so an exec that timed out takes its
+    children along."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
 def _signal_number(sig: int | str) -> int:
     if isinstance(sig, int):
         return sig
@@ -376,9 +398,12 @@ class OciRuntime:
                 timed_out = True
                 try:
                     with open(pidfile, encoding="ascii") as f:
-                        os.kill(int(f.read().strip()), signals.SIGKILL)
+                        pid = int(f.read().strip())
                 except (OSError, ValueError):
-                    pass
+                    pid = 0
+                for victim in ([pid, *_descendants(pid)] if pid else []):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(victim, signals.SIGKILL)
                 try:
                     out, err = p.communicate(timeout=5)
                 except subprocess.TimeoutExpired:   # a child of the exec still holds the pipes
