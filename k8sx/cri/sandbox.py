@@ -76,6 +76,12 @@ class SandboxError(K8sxError):
     """Setting up or tearing down a sandbox failed (the message says which step)."""
 
 
+class InvalidSandboxConfig(SandboxError):
+    """The pod config asks for something a sandbox cannot do (a node-wide sysctl, ...)."""
+
+    grpc_code = "INVALID_ARGUMENT"
+
+
 class NetworkNotReady(SandboxError):
     """No usable CNI network configuration: pods that need the pod network cannot run."""
 
@@ -144,7 +150,7 @@ def _write_sysctl(key: str, value: str) -> None:
     try:
         fd = os.open(path, os.O_WRONLY)
     except FileNotFoundError:
-        raise SandboxError(f"sysctl {key}: no such sysctl") from None
+        raise InvalidSandboxConfig(f"sysctl {key}: no such sysctl") from None
     except OSError as e:
         raise SandboxError(f"sysctl {key}: {e.strerror}") from None
     try:
@@ -312,7 +318,7 @@ class Sandboxes:
             for key, value in spec.sysctls.items():
                 where = sysctl_namespace(key)
                 if where is None:
-                    raise SandboxError(f"sysctl {key!r} is not namespaced (only net.*, IPC and fs.mqueue.* are)")
+                    raise InvalidSandboxConfig(f"sysctl {key!r} is not namespaced (only net.*, IPC, fs.mqueue.*)")
                 if where in kinds:
                     sysctls[key] = value
             hostname = spec.hostname or socket.gethostname()
