@@ -11,3 +11,5 @@ app = typer.Typer(
     help="flannel: subnet leases (etcd, Kubernetes, local) and the udp, vxlan and host-gw backends.",
     no_args_is_help=True,
 )
+
+from k8sx.cli.flannel import leases, run, status  # noqa: E402,F401  (verbs register themselves on app)
