@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from k8sx.cri.oci import ContainerSpecInput, Mount, Namespaces, Resources, Seccomp, Security
+from k8sx.cri.oci import ContainerSpecInput, Device, Mount, Namespaces, Resources, Seccomp, Security
 from k8sx.cri.oci import seccomp as sc
 from k8sx.cri.oci.spec import DEFAULT_MASKED_PATHS, build_spec, command_line, environment, exec_process
 from k8sx.cri.oci.users import resolve_in_root, resolve_user
@@ -132,6 +132,8 @@ def test_bad_input_is_a_clear_error(root: str) -> None:
         ({"working_dir": "rel"}, "absolute"),
         ({"mounts": [Mount(root, "relative")]}, "absolute"),
         ({"security": Security(seccomp=Seccomp("Bogus"))}, "unknown seccomp"),  # type: ignore[arg-type]
+        ({"devices": [Device("/dev/k8sxto-none", "/dev/x")]}, "No such file"),
+        ({"devices": [Device("/etc/hostname", "/dev/x")]}, "not a character or block device"),
     ]:
         with pytest.raises(K8sxError, match=msg):
             build_spec(_inp(**kw), root)

@@ -233,6 +233,9 @@ class OciRuntime:
                 runtime_root=self.runtime_root, log_path=inp.log_path, exit_dir=self.exits,
                 persist_dir=persist, socket_dir=self.sockets, stdin=inp.stdin,
                 stdin_once=inp.stdin_once, tty=inp.tty, conmon_path=self.conmon_path))
+        except OSError as e:
+            self._cleanup(inp.id)
+            raise K8sxError(f"creating container {inp.id}: {e}") from e
         except BaseException:
             self._cleanup(inp.id)
             raise
@@ -362,7 +365,10 @@ class OciRuntime:
             os.kill(cpid, signals.SIGKILL)
         cg = meta.get("cgroups_path")
         if cg:
-            cgroups.remove(cg)
+            try:
+                cgroups.remove(cg)
+            except OSError as e:
+                raise K8sxError(f"container {cid}: cannot remove its cgroup {cg}: {e.strerror}") from e
         base = os.path.join(self.containers, cid)
         rootfs.unmount(base)
         shutil.rmtree(base, ignore_errors=True)

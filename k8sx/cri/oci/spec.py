@@ -208,7 +208,10 @@ def _user_mounts(mounts: list[Mount]) -> tuple[list[dict[str, Any]], str]:
 
 
 def _device_entry(host_path: str, container_path: str) -> dict[str, Any]:
-    st = os.stat(host_path)
+    try:
+        st = os.stat(host_path)
+    except OSError as e:
+        raise K8sxError(f"device {host_path!r}: {e.strerror}") from e
     if stat.S_ISCHR(st.st_mode):
         kind = "c"
     elif stat.S_ISBLK(st.st_mode):
