@@ -47,7 +47,16 @@ def convert_documents(docs: list[Document]) -> Result:
         data = doc.data
         if isinstance(data, dict) and data.get("kind") == "CustomResourceDefinition" \
                 and data.get("apiVersion") == "apiextensions.k8s.io/v1beta1":
-            out, notes = convert(data)
+            try:
+                out, notes = convert(data)
+            except (AttributeError, TypeError, ValueError, KeyError) as e:
+                # a field of the wrong type (a string where a mapping belongs...): left as it was
+                note = Note("human", (), f"not converted: the document is not a well-formed v1beta1 CRD "
+                                         f"({type(e).__name__}: {e})")
+                note.where = doc.where(())
+                result.docs.append(data)
+                result.notes.append(note)
+                continue
             for n in notes:
                 n.where = doc.where(n.path)
             result.docs.append(out)

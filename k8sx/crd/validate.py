@@ -22,6 +22,7 @@ from k8sx.crd.documents import Document, Path
 # rule name -> what it checks (the API server's source in brackets)
 RULES: dict[str, str] = {
     "document": "each document is a CustomResourceDefinition mapping",
+    "shape": "fields have the types of the v1 API (a mapping, a list, a string, a boolean, a number)",
     "api-version": "apiextensions.k8s.io/v1 (v1beta1 is no longer served: crd convert)",
     "unknown-field": "no fields the v1 API does not have (strict field validation drops or rejects them)",
     "names.crd-name": "metadata.name is <plural>.<group> and a DNS subdomain [VAL:77-83]",
@@ -180,6 +181,9 @@ def validate_crd(crd: Any) -> list[Problem]:
     if api != "apiextensions.k8s.io/v1":
         c.add("api-version", ("apiVersion",), f"{api!r}: expected apiextensions.k8s.io/v1")
         return c.problems
+    _shape(c, crd, (), _CRD_SHAPE)
+    if c.problems:  # the deeper rules assume the API's types; report those first
+        return c.problems
     _unknown_fields(c, crd, ())
     spec = crd.get("spec")
     if not isinstance(spec, dict):
@@ -199,6 +203,89 @@ def validate_crd(crd: Any) -> list[Problem]:
                                        f"last-applied annotation holds at most {ANNOTATION_LIMIT}); use server-side "
                                        "apply, or shorten descriptions (generate --max-desc-len)", "warning")
     return c.problems
+
+
+_STR, _BOOL, _NUM, _INT = "a string", "a boolean", "a number", "an integer"
+_STRS = ["a string"]
+_SCHEMA_SHAPE: dict[str, Any] = {}  # filled below: a schema's keywords refer to schemas again
+_SCHEMA_SHAPE.update({
+    "type": _STR, "format": _STR, "pattern": _STR, "description": _STR, "title": _STR,
+    "minimum": _NUM, "maximum": _NUM, "multipleOf": _NUM, "exclusiveMinimum": _BOOL, "exclusiveMaximum": _BOOL,
+    "minLength": _INT, "maxLength": _INT, "minItems": _INT, "maxItems": _INT, "minProperties": _INT,
+    "maxProperties": _INT, "required": _STRS, "enum": [None], "nullable": _BOOL, "uniqueItems": _BOOL,
+    "properties": {"*": _SCHEMA_SHAPE}, "items": _SCHEMA_SHAPE, "not": _SCHEMA_SHAPE,
+    "allOf": [_SCHEMA_SHAPE], "anyOf": [_SCHEMA_SHAPE], "oneOf": [_SCHEMA_SHAPE],
+    "x-kubernetes-preserve-unknown-fields": _BOOL, "x-kubernetes-embedded-resource": _BOOL,
+    "x-kubernetes-int-or-string": _BOOL, "x-kubernetes-list-type": _STR, "x-kubernetes-map-type": _STR,
+    "x-kubernetes-list-map-keys": _STRS,
+    "x-kubernetes-validations": [{"rule": _STR, "message": _STR, "messageExpression": _STR, "reason": _STR,
+                                  "fieldPath": _STR, "optionalOldSelf": _BOOL}],
+})
+_CRD_SHAPE: dict[str, Any] = {
+    "apiVersion": _STR, "kind": _STR,
+    "metadata": {"name": _STR, "labels": {"*": _STR}, "annotations": {"*": _STR}},
+    "spec": {
+        "group": _STR, "scope": _STR, "preserveUnknownFields": _BOOL,
+        "names": {"plural": _STR, "singular": _STR, "kind": _STR, "listKind": _STR, "shortNames": _STRS,
+                  "categories": _STRS},
+        "versions": [{
+            "name": _STR, "served": _BOOL, "storage": _BOOL, "deprecated": _BOOL, "deprecationWarning": _STR,
+            "schema": {"openAPIV3Schema": _SCHEMA_SHAPE},
+            "subresources": {"status": {}, "scale": {"specReplicasPath": _STR, "statusReplicasPath": _STR,
+                                                     "labelSelectorPath": _STR}},
+            "additionalPrinterColumns": [{"name": _STR, "type": _STR, "format": _STR, "description": _STR,
+                                          "priority": _INT, "jsonPath": _STR}],
+            "selectableFields": [{"jsonPath": _STR}],
+        }],
+        "conversion": {"strategy": _STR, "webhook": {
+            "clientConfig": {"url": _STR, "caBundle": _STR, "service": {"name": _STR, "namespace": _STR,
+                                                                        "path": _STR, "port": _INT}},
+            "conversionReviewVersions": _STRS}},
+    },
+}
+
+
+def _shape(c: _Checker, node: Any, path: Path, shape: Any) -> None:
+    """``node`` has the JSON type ``shape`` asks for: a dict of field shapes ({"*": ...} for any key), a
+    one-element list (a list of that), a description string of a scalar type, or None (anything)."""
+    if shape is None:
+        return
+    if isinstance(shape, dict):
+        if not isinstance(node, dict):
+            c.add("shape", path, f"must be a mapping, not {_json_name(node)}")
+            return
+        for key, value in node.items():
+            sub = shape.get(key, shape.get("*"))
+            if sub is not None:
+                _shape(c, value, (*path, key), sub)
+            if key == "additionalProperties" and shape is _SCHEMA_SHAPE and not isinstance(value, bool | dict):
+                c.add("shape", (*path, key), f"must be a schema or a boolean, not {_json_name(value)}")
+            elif key == "additionalProperties" and isinstance(value, dict) and shape is _SCHEMA_SHAPE:
+                _shape(c, value, (*path, key), _SCHEMA_SHAPE)
+    elif isinstance(shape, list):
+        if not isinstance(node, list):
+            c.add("shape", path, f"must be a list, not {_json_name(node)}")
+            return
+        for i, item in enumerate(node):
+            _shape(c, item, (*path, i), shape[0])
+    else:
+        ok = {_STR: isinstance(node, str), _BOOL: isinstance(node, bool),
+              _NUM: isinstance(node, int | float) and not isinstance(node, bool),
+              _INT: isinstance(node, int) and not isinstance(node, bool)}[shape]
+        if not ok:
+            c.add("shape", path, f"must be {shape}, not {_json_name(node)}")
+
+
+def _json_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({json.dumps(value)})"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    return "a list" if isinstance(value, list) else "a mapping"
 
 
 def _unknown_fields(c: _Checker, node: Any, path: Path) -> None:

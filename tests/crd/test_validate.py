@@ -190,6 +190,8 @@ CASES = [
      [(("spec", "conversion"), {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"], "clientConfig": {
          "url": "https://x", "service": {"name": "a", "namespace": "b"}}}})]),
     ("unknown v1 field", "unknown-field", ("spec", "validation"), [(("spec", "validation"), {})]),
+    ("names is a string", "shape", ("spec", "names"), [(("spec", "names"), "crontabs")]),
+    ("required is a string", "shape", (*P, "ports", "items", "required"), [((*P, "ports", "items", "required"), "name")]),
     ("v1beta1 document", "api-version", ("apiVersion",), [(("apiVersion",), "apiextensions.k8s.io/v1beta1")]),
 ]
 
@@ -293,3 +295,28 @@ def test_check_value():
     assert check_value(s, {"a": 4}) == ["value.a: 4 is above the maximum 3"]
     assert check_value(s, {"b": 1}) == ["value: missing required field a", "value: unknown field b (it would be pruned)"]
     assert check_value({"type": "string", "nullable": True}, None) == []
+
+
+def _paths(node, path=()):
+    yield path
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, (*path, i))
+
+
+def test_any_field_of_any_type_is_a_problem_not_a_crash():
+    """Every node of a valid CRD replaced by values of every JSON type: validate and convert report,
+    never raise."""
+    from k8sx.crd.convert import convert_documents
+    from k8sx.crd.documents import Document
+
+    for path in list(_paths(BASE))[1:]:
+        for value in (None, "x", 1, 2.5, True, [], [1, "a"], {}, {"a": 1}):
+            doc = copy.deepcopy(BASE)
+            _set(doc, path, value)
+            validate_crd(doc)
+            doc["apiVersion"] = "apiextensions.k8s.io/v1beta1"
+            convert_documents([Document(doc, "k8sxtd.yaml")])
