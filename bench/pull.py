@@ -22,7 +22,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -30,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "cri"))
 
-from imagetools import Registry
+from imagetools import Containerd, Registry
 
 from k8sx.cri.images import build
 from k8sx.cri.images.store import ImageStore
@@ -82,66 +81,6 @@ def self_cpu() -> float:
 def children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)  # crictl, once it was waited for
     return r.ru_utime + r.ru_stime
-
-
-class Containerd:
-    """A private containerd (CRI plugin) with its registry mirror config, torn down on stop()."""
-
-    def __init__(self, work: str, registry_host: str) -> None:
-        self.dir = os.path.join(work, "containerd")
-        certs = os.path.join(self.dir, "certs.d", registry_host)
-        os.makedirs(certs)
-        with open(os.path.join(certs, "hosts.toml"), "w") as f:
-            f.write(f'server = "http://{registry_host}"\n\n[host."http://{registry_host}"]\n'
-                    '  capabilities = ["pull", "resolve"]\n')
-        self.sock = os.path.join(self.dir, "containerd.sock")
-        conf = os.path.join(self.dir, "config.toml")
-        with open(conf, "w") as f:
-            f.write(f"""version = 2
-root = "{self.dir}/root"
-state = "{self.dir}/state"
-[grpc]
-  address = "{self.sock}"
-[ttrpc]
-  address = "{self.sock}.ttrpc"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "k8sxti.invalid/pause:none"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    conf_dir = "{self.dir}/cni"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{self.dir}/certs.d"
-""")
-        self.log = open(os.path.join(self.dir, "containerd.log"), "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(["containerd", "--config", conf], stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(200):
-            if self.crictl("version", check=False).returncode == 0:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("containerd did not come up")
-
-    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(["crictl", "--runtime-endpoint", f"unix://{self.sock}", "--image-endpoint",
-                               f"unix://{self.sock}", "--timeout", "60s", *args], capture_output=True, text=True,
-                              check=check)
-
-    def cpu(self) -> float:
-        """containerd's CPU seconds so far (its shim-less pull work happens in the daemon itself)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-        subprocess.run(["umount", "-R", os.path.join(self.dir, "root")], stderr=subprocess.DEVNULL, check=False)
 
 
 def main() -> None:

@@ -1,19 +1,9 @@
-"""Test helpers for images: a real OCI registry on loopback, and layer tars made to order.
+"""Test helpers for images: a real OCI registry on loopback, layer tars made to order, a private containerd.
 
-The fixtures that use them are in ``tests/cri/conftest.py``.
-
-``registry`` (session scope) runs Debian's ``docker-registry`` (distribution 2.8) on
-``127.0.0.1:<free port>``, storage in a ``k8sxti-reg-*`` temp dir, and stops it after the session.
-``auth_registry`` is a second one that wants basic auth (htpasswd, bcrypt) for user ``k8sxti`` /
-``AUTH_PASSWORD``. Both are :class:`Registry` objects with helpers to push images that
-:mod:`k8sx.cri.images.build` makes::
-
-    img = build.make_image([layer_tar(...)], {"Cmd": ["sh"]})
-    ref = registry.push("k8sxti/app:1", img)          # -> "127.0.0.1:PORT/k8sxti/app:1"
-    registry.blob_gets(img.layers[0].digest)           # GETs the registry served for that blob
-
-``image_store`` gives an empty :class:`~k8sx.cri.images.store.ImageStore` in a ``k8sxti-store-*`` dir.
-Pushing under a fresh repository name per test (``registry.repo("name")``) keeps tests independent.
+:class:`Registry` runs Debian's ``docker-registry`` (optionally with htpasswd or token auth, see
+:class:`TokenServer`) and pushes images made by :mod:`k8sx.cri.images.build`; :class:`Containerd`
+runs a private containerd (CRI plugin, own root and socket) for the tests and ``bench/pull.py`` that
+compare with it. The fixtures over them, with an example, are in ``tests/cri/conftest.py``.
 """
 
 from __future__ import annotations
@@ -262,3 +252,61 @@ def raw_tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     return buf.getvalue()
 
 
+class Containerd:
+    """A private containerd (CRI plugin) with its registry mirror config, torn down on stop()."""
+
+    def __init__(self, work: str, registry_host: str) -> None:
+        self.dir = os.path.join(work, "containerd")
+        certs = os.path.join(self.dir, "certs.d", registry_host)
+        os.makedirs(certs)
+        with open(os.path.join(certs, "hosts.toml"), "w") as f:
+            f.write(f'server = "http://{registry_host}"\n\n[host."http://{registry_host}"]\n'
+                    '  capabilities = ["pull", "resolve"]\n')
+        self.sock = os.path.join(self.dir, "containerd.sock")
+        conf = os.path.join(self.dir, "config.toml")
+        with open(conf, "w") as f:
+            f.write(f"""version = 2
+root = "{self.dir}/root"
+state = "{self.dir}/state"
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "k8sxti.invalid/pause:none"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    conf_dir = "{self.dir}/cni"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{self.dir}/certs.d"
+""")
+        self.log = open(os.path.join(self.dir, "containerd.log"), "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(["containerd", "--config", conf], stdout=self.log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self.crictl("version", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("containerd did not come up")
+
+    def crictl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["crictl", "--runtime-endpoint", f"unix://{self.sock}", "--image-endpoint",
+                               f"unix://{self.sock}", "--timeout", "60s", *args], capture_output=True, text=True,
+                              check=check)
+
+    def cpu(self) -> float:
+        """containerd's CPU seconds so far (its shim-less pull work happens in the daemon itself)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+        subprocess.run(["umount", "-R", os.path.join(self.dir, "root")], stderr=subprocess.DEVNULL, check=False)

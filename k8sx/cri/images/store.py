@@ -386,7 +386,9 @@ class ImageStore:
                 fut.result()
 
         image_id = cfg_desc["digest"]
-        size = len(manifest_body) + int(cfg_desc.get("size") or 0) + sum(int(d.get("size") or 0) for d in layers)
+        # containerd's image size: every descriptor walked from the target (index included), config, layers
+        size = (sum(len(body) for _, body in source.extra_blobs) + len(manifest_body) + int(cfg_desc.get("size") or 0)
+                + sum(int(d.get("size") or 0) for d in layers))
         blobs = {d for d, _ in source.extra_blobs} | {manifest_digest, image_id} | {d["digest"] for d in layers}
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
