@@ -149,7 +149,7 @@ def test_help_constraints_lists_the_markers():
     (["-g", "a.b", "-k", "X", "--storage-version", "v9"], "--storage-version v9 is not one of"),
     (["-g", "a.b", "-k", "X", "--rule", "spec.nope:self > 1"], "no field spec.nope"),
     (["-g", "a.b", "-k", "X", "--webhook-url", "http://x"], "must be an https:// URL"),
-    (["-g", "a.b", "-k", "X", "--scope", "Global"], "Namespaced or Cluster"),
+    (["-g", "a.b", "-k", "X", "--scope", "Global"], "'Global' is not one of"),
     (["--from-model", "k8sxtd_no_such_module:X", "-g", "a.b"], "cannot import k8sxtd_no_such_module"),
     (["--from-model", "appservice_model:Nope", "-g", "a.b"], "has no attribute 'Nope'"),
     (["--from-model", "appservice_model", "-g", "a.b"], "expected module:Class"),

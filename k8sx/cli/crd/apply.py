@@ -8,6 +8,7 @@ without storing, ``--dry-run=client`` only reports what would change.
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -18,7 +19,15 @@ from k8sx.cli.output import Format, OutputOpt, QuietOpt, render
 from k8sx.kube import KubeConnection
 
 FilesArg = Annotated[list[str], typer.Argument(metavar="FILE...", help="YAML/JSON files ('-' = stdin).")]
-DryRunOpt = Annotated[str, typer.Option("--dry-run", help="none, server (validated by the API server, not "
+
+
+class DryRun(StrEnum):
+    none = "none"
+    server = "server"
+    client = "client"
+
+
+DryRunOpt = Annotated[DryRun, typer.Option("--dry-run", help="none, server (validated by the API server, not "
                                         "stored) or client (nothing sent).")]
 NoValidateOpt = Annotated[bool, typer.Option("--no-validate", help="Skip the offline validator.")]
 
@@ -49,7 +58,7 @@ def apply(
     files: FilesArg,
     *,
     kube: KubeConnection,
-    dry_run: DryRunOpt = "none",
+    dry_run: DryRunOpt = DryRun.none,
     no_validate: NoValidateOpt = False,
     output: OutputOpt = Format.table,
     quiet: QuietOpt = False,
@@ -58,7 +67,7 @@ def apply(
     from k8sx.crd import apply as crd_apply
 
     crds = load_crds(files, no_validate)
-    outcomes = crd_apply.apply(kube, crds, dry_run)
+    outcomes = crd_apply.apply(kube, crds, dry_run.value)
     if output is not Format.table:
         render([o.object for o in outcomes], output)
         return

@@ -9,6 +9,7 @@ checks the result with the offline validator and prints it as deterministic YAML
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -24,6 +25,11 @@ _CONV = "Conversion webhook"
 _META = "CRD metadata"
 
 Many = list[str] | None
+
+
+class Scope(StrEnum):
+    Namespaced = "Namespaced"
+    Cluster = "Cluster"
 
 
 def _opt(*names: str, help: str, panel: str, metavar: str | None = None) -> typer.models.OptionInfo:
@@ -45,8 +51,8 @@ def generate(
     short_name: Annotated[Many, _opt("--short-name", help="Short name (repeatable).", panel=_NAMES)] = None,
     category: Annotated[Many, _opt("--category", help="Category such as 'all' (repeatable).",
                                    panel=_NAMES)] = None,
-    scope: Annotated[str, typer.Option("--scope", help="Namespaced or Cluster.", rich_help_panel=_NAMES)
-                     ] = "Namespaced",
+    scope: Annotated[Scope, typer.Option("--scope", help="Namespaced or Cluster.", rich_help_panel=_NAMES)
+                     ] = Scope.Namespaced,
     version: Annotated[Many, _opt("--version", help="A served version (repeatable; default v1, or the "
                                   "sample's).", panel=_VERSIONS)] = None,
     storage_version: Annotated[str | None, _opt("--storage-version", help="The storage version (default: the "
@@ -125,7 +131,7 @@ def generate(
         return
     req = gen.Request(
         group=group, kind=kind, versions=version or [], plural=plural, singular=singular, list_kind=list_kind,
-        short_names=short_name or [], categories=category or [], scope=scope, storage_version=storage_version,
+        short_names=short_name or [], categories=category or [], scope=scope.value, storage_version=storage_version,
         unserved=unserved_version or [], deprecated=deprecated_version or [], fields=field or [],
         rules=rule or [], columns=column or [], status=status, scale=scale, scale_spec_path=scale_spec_path,
         scale_status_path=scale_status_path, scale_selector_path=scale_selector_path,
