@@ -19,8 +19,6 @@ from typing import BinaryIO
 from k8sx.cri.images.errors import DigestMismatch
 from k8sx.cri.images.reference import validate_digest
 
-CHUNK = 1 << 20
-
 
 @contextlib.contextmanager
 def flocked(path: str, *, shared: bool = False, blocking: bool = True) -> Iterator[bool]:

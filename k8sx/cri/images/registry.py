@@ -503,9 +503,6 @@ class RegistryClient:
         finally:
             resp.close()
 
-    def blob_endpoints(self, ref: Reference) -> list[Endpoint]:
-        return self._endpoints(ref, "pull")
-
     # ---- push (tests, demo) ----------------------------------------------------------------------------
 
     def push_blob(self, ref: Reference, data: bytes, creds: Credentials | None = None) -> str:
