@@ -320,3 +320,24 @@ def test_any_field_of_any_type_is_a_problem_not_a_crash():
             validate_crd(doc)
             doc["apiVersion"] = "apiextensions.k8s.io/v1beta1"
             convert_documents([Document(doc, "k8sxtd.yaml")])
+
+
+# The rules the issue names, each broken by a case of the table that kubernetes-validate --strict passes.
+MISSED_BY_SCHEMA_CHECK = {"names.crd-name", "names.group", "names.dns1035", "names.kind-listkind", "versions.storage",
+                          "structural.type", "schema.forbidden-keyword", "schema.unique-items", "columns.type",
+                          "columns.format", "list-type.map", "cel.syntax", "schema.pattern", "structural.junctor"}
+
+
+def test_kubernetes_validate_accepts_what_the_server_rejects():
+    """The point of this validator: kubernetes-validate (the OpenAPI schema of the CRD object, strict)
+    passes these invalid CRDs; the table above shows each rejected here with its rule."""
+    import kubernetes_validate
+
+    accepted = set()
+    for _name, rule, _path, changes in CASES:
+        try:
+            kubernetes_validate.validate(_case(changes), "1.32.0", strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.utils.SchemaNotFoundError):
+            continue
+        accepted.add(rule)
+    assert accepted >= MISSED_BY_SCHEMA_CHECK
