@@ -685,6 +685,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         if ctr.state != CONTAINER_RUNNING:
             raise failed_precondition(f"ReopenContainerLog: container {ctr.id} is not running")
         self.runtime.reopen_log(ctr.id)
+        # conmon reopens asynchronously; the CRI (and kubelet's rotation) expects the new file on return
+        deadline = time.monotonic() + 5
+        while ctr.log_path and not os.path.exists(ctr.log_path) and time.monotonic() < deadline:
+            time.sleep(0.005)
         return api_pb2.ReopenContainerLogResponse()
 
     @rpc
