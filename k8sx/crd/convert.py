@@ -6,7 +6,9 @@ with ``version: v1`` and no schema) are still around. The server used to default
 these, and a structural schema. Conversion writes each default out, moves the top-level
 validation/subresources/columns into every version, keeps v1beta1's no-pruning behaviour with a root
 ``x-kubernetes-preserve-unknown-fields: true`` (with a warning), repairs missing ``type``s where
-they can be inferred, and lists what needs a human. Documents that are not v1beta1 CRDs pass through.
+they can be inferred, and lists what needs a human. Other documents pass through, except v1 CRDs
+still carrying ``preserveUnknownFields: true`` (as clusters serve CRDs that were created as
+v1beta1), which get the same root ``x-kubernetes-preserve-unknown-fields`` fix.
 """
 
 from __future__ import annotations
@@ -40,15 +42,22 @@ class Result:
     converted: int = 0
 
 
+def _is_crd(data: Any, api_version: str) -> bool:
+    return isinstance(data, dict) and data.get("kind") == "CustomResourceDefinition" \
+        and data.get("apiVersion") == api_version
+
+
 def convert_documents(docs: list[Document]) -> Result:
-    """Convert every v1beta1 CRD of ``docs``; other documents are kept as they are."""
+    """Convert every v1beta1 CRD of ``docs``, and v1 CRDs that still carry ``preserveUnknownFields:
+    true`` (served as v1 by a cluster that once had them as v1beta1); other documents are kept."""
     result = Result()
     for doc in docs:
         data = doc.data
-        if isinstance(data, dict) and data.get("kind") == "CustomResourceDefinition" \
-                and data.get("apiVersion") == "apiextensions.k8s.io/v1beta1":
+        fixable_v1 = _is_crd(data, "apiextensions.k8s.io/v1") and isinstance(data.get("spec"), dict) \
+            and data["spec"].get("preserveUnknownFields") is True
+        if _is_crd(data, "apiextensions.k8s.io/v1beta1") or fixable_v1:
             try:
-                out, notes = convert(data)
+                out, notes = fix_v1(data) if fixable_v1 else convert(data)
             except (AttributeError, TypeError, ValueError, KeyError) as e:
                 # a field of the wrong type (a string where a mapping belongs...): left as it was
                 note = Note("human", (), f"not converted: the document is not a well-formed v1beta1 CRD "
@@ -161,6 +170,26 @@ def convert(crd: dict[str, Any]) -> tuple[dict[str, Any], list[Note]]:
                              "selfLink")}
     return ({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
              "metadata": metadata, "spec": new_spec}, notes)
+
+
+def fix_v1(crd: dict[str, Any]) -> tuple[dict[str, Any], list[Note]]:
+    """A v1 CRD with ``spec.preserveUnknownFields: true`` (what a cluster serves for a CRD created as
+    v1beta1): the field goes, each version's schema keeps unknown fields at its root instead."""
+    out = copy.deepcopy(crd)
+    spec = out["spec"]
+    del spec["preserveUnknownFields"]
+    notes = [Note("warning", ("spec", "preserveUnknownFields"),
+                  "preserveUnknownFields: true cannot be set in v1 (updates keep it, new CRDs may not): "
+                  "replaced by a root x-kubernetes-preserve-unknown-fields: true in each version's schema")]
+    for v in spec.get("versions") or []:
+        schema = v.setdefault("schema", {}).setdefault("openAPIV3Schema", {"type": "object"})
+        schema["x-kubernetes-preserve-unknown-fields"] = True
+    for key in ("status",):
+        out.pop(key, None)
+    meta = out.get("metadata") or {}
+    for key in ("creationTimestamp", "resourceVersion", "uid", "generation", "managedFields", "selfLink"):
+        meta.pop(key, None)
+    return out, notes
 
 
 def _column(col: dict[str, Any]) -> dict[str, Any]:

@@ -98,3 +98,32 @@ def test_v1_and_non_crd_documents_pass_through(tmp_path):
     assert c.returncode == 0 and c.stderr == ""
     assert yaml.safe_load(c.stdout) == yaml.safe_load(r.stdout)
     assert k8sx("crd", "convert", str(tmp_path / "k8sxtd-none.yaml")).returncode == 2
+
+
+def test_v1_with_preserve_unknown_fields_from_file_and_cluster(tmp_path):
+    """A CRD created as v1beta1 is served as v1 with preserveUnknownFields: true, which a new v1 CRD may
+    not have: convert (from a file, or --from-cluster) moves it into each schema's root."""
+    from kubeapi import ApiEmulator
+
+    crd = yaml.safe_load(k8sx("crd", "generate", "-g", "a.example.com", "-k", "Old", "--field",
+                              "spec.a:string").stdout)
+    crd["spec"]["preserveUnknownFields"] = True
+    src = tmp_path / "k8sxtd-old.yaml"
+    src.write_text(yaml.safe_dump(crd))
+    assert k8sx("crd", "validate", str(src)).returncode == 1
+    r = k8sx("crd", "convert", str(src))
+    assert r.returncode == 0, r.stderr
+    out = yaml.safe_load(r.stdout)
+    assert "preserveUnknownFields" not in out["spec"]
+    assert out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert "spec.preserveUnknownFields: preserveUnknownFields: true cannot be set in v1" in r.stderr
+    with ApiEmulator() as api:
+        api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                   {**crd, "status": {"storedVersions": ["v1"]}})
+        kc = api.kubeconfig(str(tmp_path / "k8sxtd-kubeconfig"))
+        c = k8sx("crd", "convert", "--from-cluster", "--kubeconfig", kc)
+        assert c.returncode == 0, c.stderr
+        assert yaml.safe_load(c.stdout) == out
+        assert "<cluster>/olds.a.example.com: warning: spec.preserveUnknownFields" in c.stderr
+    assert k8sx("crd", "convert", str(src), "--from-cluster").returncode == 2
+    assert k8sx("crd", "convert").returncode == 2
