@@ -114,3 +114,17 @@ def test_connection_errors_and_usage(kubeconfig, tmp_path):
     assert r.returncode == 2 and "'maybe' is not one of" in r.stderr
     r = k8sx("crd", "apply", "--kubeconfig", kubeconfig, "--context=emu", "crd-k8sxtd-missing.yaml")
     assert r.returncode == 2
+
+
+def test_multi_document_file_applies_each_crd(api, kubeconfig, tmp_path):
+    both = tmp_path / "k8sxtd-both.yaml"
+    crontab = Path(_crontab(tmp_path)).read_text()
+    app = k8sx("crd", "generate", "--from-sample", os.path.join(DATA, "appservice.yaml")).stdout
+    both.write_text(crontab + "---\n" + app)
+    r = k8sx("crd", "apply", str(both), "-o", "json", "--kubeconfig", kubeconfig)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert [o["metadata"]["name"] for o in json.loads(r.stdout)] == ["crontabs.stable.example.com",
+                                                                     "appservices.app.example.com"]
+    assert _stored(api, "appservices.app.example.com")["spec"]["names"]["kind"] == "AppService"

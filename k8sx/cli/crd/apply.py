@@ -67,9 +67,12 @@ def apply(
     from k8sx.crd import apply as crd_apply
 
     crds = load_crds(files, no_validate)
-    outcomes = crd_apply.apply(kube, crds, dry_run.value)
+    objects = []
+    for crd in crds:  # one at a time, so what was done before a failure has been said
+        for o in crd_apply.apply(kube, [crd], dry_run.value):
+            objects.append(o.object)
+            if output is Format.table:
+                sys.stdout.write((o.name if quiet else o.line()) + "\n")
+                sys.stdout.flush()
     if output is not Format.table:
-        render([o.object for o in outcomes], output)
-        return
-    for o in outcomes:
-        sys.stdout.write((o.name if quiet else o.line()) + "\n")
+        render(objects, output)
