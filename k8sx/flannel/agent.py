@@ -11,6 +11,7 @@ in place, as flanneld does, so pods keep their connectivity across a restart of 
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import logging
 import os
@@ -57,6 +58,11 @@ class Agent:
         self.backend: backends.Backend | None = None
         self.config: NetConfig | None = None
         self._lock = threading.Lock()
+        # pyroute2 sockets belong to the thread that made them: every netlink call runs on this one.
+        self._kernel = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kernel")
+
+    def _on_kernel(self, fn: Callable[[], T]) -> T:
+        return self._kernel.submit(fn).result()
 
     # helpers ---------------------------------------------------------------------------------------
     def _retry(self, what: str, fn: Callable[[], T]) -> T:
@@ -104,6 +110,9 @@ class Agent:
 
     # peers -----------------------------------------------------------------------------------------
     def _apply(self, events: list[Event]) -> None:
+        self._on_kernel(lambda: self._apply_kernel(events))
+
+    def _apply_kernel(self, events: list[Event]) -> None:
         assert self.backend is not None and self.own is not None
         with self._lock:
             for ev in events:
@@ -184,16 +193,19 @@ class Agent:
                     self.traffic.resync()
                 if now >= next_routes and self.backend is not None:
                     next_routes = now + self.opts.route_resync
-                    with self._lock:
-                        self.backend.resync(list(self.peers.values()))
+                    self._on_kernel(self._resync_routes)
             except OSError as exc:
                 log.error("periodic check: %s", exc)
+
+    def _resync_routes(self) -> None:
+        if self.backend is not None:
+            self.backend.resync(list(self.peers.values()))
 
     # the loop --------------------------------------------------------------------------------------
     def run(self) -> int:
         """Set up and serve until :meth:`stop`; returns the exit status."""
         try:
-            self.setup()
+            self._on_kernel(self.setup)
             workers = [threading.Thread(target=self._guard, args=(fn,), name=fn.__name__, daemon=True)
                        for fn in (self._watch_loop, self._renew_loop, self._resync_loop)]
             for w in workers:
@@ -207,6 +219,7 @@ class Agent:
         finally:
             if self.backend is not None:
                 self.backend.stop()
+            self._kernel.shutdown(wait=False)
         log.info("stopped; routes and devices left in place")
         return self.exit_code
 
