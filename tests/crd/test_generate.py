@@ -211,3 +211,50 @@ def test_sample_inference_notes_and_conflicts(tmp_path):
     sample.write_text(sample.read_text().replace("more: true", "a: [1]"))
     r = k8sx("crd", "generate", "--from-sample", str(sample))
     assert r.returncode == 1 and "spec.a: the samples disagree (integer and array)" in r.stderr
+
+
+def test_every_annotated_marker_and_cel_option(tmp_path):
+    (tmp_path / "k8sxtd_markers.py").write_text('''
+from typing import Annotated, Any
+from pydantic import BaseModel, ConfigDict, Field
+from k8sx.crd.markers import (EmbeddedResource, IntOrString, ListType, MapType, Nullable, PreserveUnknownFields,
+                              Schema, XValidation)
+
+class Spec(BaseModel):
+    """Spec with every marker."""
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.lo <= self.hi", "fieldPath": ".hi"}]})
+    lo: int = 0
+    hi: int = 10
+    template: Annotated[dict[str, Any], EmbeddedResource()] = {}
+    port: Annotated[str, IntOrString()] = "http"
+    labels: Annotated[dict[str, str], MapType("atomic")] = {}
+    raw: Annotated[dict[str, Any], PreserveUnknownFields()] = {}
+    note: Annotated[str, Nullable(), Schema({"format": "password"})] = ""
+    hosts: Annotated[list[str], ListType("set")] = []
+    name: Annotated[str, XValidation("self == oldSelf", message="immutable", reason="FieldValueForbidden",
+                                     optional_old_self=True),
+                    Field(description="The name, for ever.")] = "x"
+''')
+    r = k8sx("crd", "generate", "--from-model", "k8sxtd_markers:Spec", "-g", "m.example.com", "-k", "Marked",
+             "-o", "json", "--max-desc-len", "8",
+             "--rule", '.:{"rule": "has(self.spec)", "messageExpression": "\'no spec in \' + self.metadata.name"}',
+             cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    root = json.loads(r.stdout)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert root["x-kubernetes-validations"] == [
+        {"messageExpression": "'no spec in ' + self.metadata.name", "rule": "has(self.spec)"}]
+    spec = root["properties"]["spec"]
+    assert spec["description"] == "Spec wit..."
+    assert spec["x-kubernetes-validations"] == [{"fieldPath": ".hi", "rule": "self.lo <= self.hi"}]
+    p = spec["properties"]
+    assert p["template"]["x-kubernetes-embedded-resource"] is True
+    assert p["template"]["x-kubernetes-preserve-unknown-fields"] is True and p["template"]["type"] == "object"
+    assert p["port"]["x-kubernetes-int-or-string"] is True
+    assert p["labels"]["x-kubernetes-map-type"] == "atomic"
+    assert p["raw"]["x-kubernetes-preserve-unknown-fields"] is True
+    assert p["note"] == {"default": "", "format": "password", "nullable": True, "type": "string"}
+    assert p["hosts"]["x-kubernetes-list-type"] == "set"
+    assert p["name"]["x-kubernetes-validations"] == [{"message": "immutable", "optionalOldSelf": True,
+                                                      "reason": "FieldValueForbidden", "rule": "self == oldSelf"}]
+    assert p["name"]["description"] == "The name..."
