@@ -99,16 +99,18 @@ def test_survives_our_process_and_state_is_recovered(oci: OciEnv) -> None:
     """A separate Python process creates and starts the container, then dies by SIGKILL; a new
     OciRuntime on the same dirs sees it running, conmon keeps logging, and stop/exit code work."""
     inp = oci.spec(["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done"])
+    short = oci.spec(["sh", "-c", "sleep 0.5; exit 6"])       # ends while nobody of ours is running
     script = textwrap.dedent(f"""
         import os, signal
         from k8sx.cri.oci import ContainerSpecInput, Namespaces
         from k8sx.cri.oci.runtime import OciRuntime
         rt = OciRuntime({oci.state!r}, {os.path.join(oci.dir, "root")!r})
-        rt.create(ContainerSpecInput(id={inp.id!r}, image_layers={inp.image_layers!r},
-                                     log_path={inp.log_path!r}, command={inp.command!r},
-                                     cgroup_parent={inp.cgroup_parent!r},
-                                     namespaces=Namespaces(network={oci.netns!r})))
-        rt.start({inp.id!r})
+        for cid, cmd in (({inp.id!r}, {inp.command!r}), ({short.id!r}, {short.command!r})):
+            rt.create(ContainerSpecInput(id=cid, image_layers={inp.image_layers!r},
+                                         log_path=os.path.join({oci.logs!r}, cid + ".log"), command=cmd,
+                                         cgroup_parent={inp.cgroup_parent!r},
+                                         namespaces=Namespaces(network={oci.netns!r})))
+            rt.start(cid)
         print(rt.state({inp.id!r}).pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
@@ -120,7 +122,10 @@ def test_survives_our_process_and_state_is_recovered(oci: OciEnv) -> None:
     assert (st.status, st.pid) == ("running", pid) and st.started_at > 0
     n = oci.log(inp.id).count("tick")
     oci.wait_log(inp.id, f"tick {n + 3}")     # conmon, not us, still forwards the output
-    assert inp.id in oci.rt.list()
+    assert sorted(oci.rt.list()) == sorted([inp.id, short.id])
+    done = oci.wait_exit(short.id)
+    assert (done.exit_code, done.reason) == (6, "Error")
+    assert done.started_at + 400_000_000 < done.finished_at < time.time_ns()
     st = oci.rt.stop(inp.id, timeout=0.5)
     assert st.exit_code == 137
     assert not os.path.exists(f"/proc/{pid}")

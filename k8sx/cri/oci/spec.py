@@ -340,7 +340,6 @@ def build_spec(inp: ContainerSpecInput, rootfs: str) -> dict[str, Any]:
         "env": environment(inp),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
         "noNewPrivileges": sec.no_new_privs and not sec.privileged,
         "oomScoreAdj": restrict_oom_score_adj(inp.resources.oom_score_adj),
     }
