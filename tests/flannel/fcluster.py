@@ -157,6 +157,8 @@ class Pod:
     def fd(self) -> int:
         return ns.open_netns(f"/var/run/netns/{self.netns}")
 
+
+
     def tcp_to(self, other: Pod, port: int = 8080, payload: bytes = b"k8sxtf-hello") -> bytes:
         """Listen in ``other``, connect from here, send ``payload`` and return what arrived."""
         fd_a, fd_b = self.fd(), other.fd()
@@ -203,7 +205,7 @@ class Cluster:
         # no plugin daemon: the plugins run in-process in the CNI executables, inside the node's netns
         self.cni_env = {"K8SX_CNI_PLUGIND_SOCKET": os.path.join(self.dir, "no-plugind.sock")}
 
-    def start(self) -> None:
+    def start(self, etcd: bool = True) -> None:
         sh("ip", "netns", "add", self.underlay)
         self.namespaces.append(self.underlay)
         u = ["ip", "-n", self.underlay]
@@ -223,7 +225,8 @@ class Cluster:
             node.ip_("link", "set", node.iface, "up")
             node.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
         sh(bin_path("k8sx"), "cni", "install-plugins", "--dir", self.cni_bin)
-        self.start_etcd()
+        if etcd:
+            self.start_etcd()
 
     # etcd ------------------------------------------------------------------------------------------
     def start_etcd(self) -> None:
@@ -314,3 +317,55 @@ def wait_converged(c: Cluster, timeout: float = 10) -> None:
             if other is not node:
                 want = f"peer {subnet_of(other)} at {other.ip}: programmed"
                 wait_for(lambda n=node, w=want: w in n.log_text(), timeout, f"{node.netns}: {want}")
+
+
+class Relay:
+    """TCP from ``listen`` inside a namespace to ``target`` in the root namespace (the API emulator
+    listens on the root namespace's loopback, which the node namespaces cannot reach)."""
+
+    def __init__(self, netns: str, listen: tuple[str, int], target: tuple[str, int]) -> None:
+        import threading
+
+        fd = ns.open_netns(f"/var/run/netns/{netns}")
+        try:
+            with ns.entered(fd):
+                self.sock = socket.socket()
+        finally:
+            os.close(fd)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(listen)
+        self.sock.listen(16)
+        self.target = target
+        self.url = f"http://{listen[0]}:{listen[1]}"
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="k8sxtf-relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                a, _ = self.sock.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self._conns += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self._conns:
+            with contextlib.suppress(OSError):
+                c.close()
