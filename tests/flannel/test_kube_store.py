@@ -64,7 +64,7 @@ def test_kube_subnet_manager_end_to_end() -> None:
             for node in c.nodes:
                 ann = api.request("GET", f"/api/v1/nodes/{names[node]}")["metadata"]["annotations"]
                 mac = json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"]
-                assert ann == {f"{P}/backend-data": '{"VNI":1,"VtepMAC":"%s"}' % mac,
+                assert ann == {f"{P}/backend-data": '{"VNI":1,"VtepMAC":"' + mac + '"}',
                                f"{P}/backend-type": "vxlan", f"{P}/kube-subnet-manager": "true",
                                f"{P}/public-ip": node.ip}
                 assert node.subnet_env()["FLANNEL_SUBNET"] == f"10.244.{node.index}.1/24"
