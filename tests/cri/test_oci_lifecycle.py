@@ -203,3 +203,38 @@ def test_crun_as_runtime_path(oci_layers: list[str], netns: object) -> None:
             assert crun in f.read()
     finally:
         env.teardown()
+
+
+def test_pinned_namespaces_hostname_sysctls_and_pod_pid(oci: OciEnv) -> None:
+    """uts and ipc namespaces pinned by the caller (as the sandbox pins them), the pod's hostname,
+    namespaced sysctls, and a second container in the first one's pid namespace."""
+    nsdir = os.path.join(oci.dir, "ns")
+    os.makedirs(nsdir)
+    uts, ipc = os.path.join(nsdir, "uts"), os.path.join(nsdir, "ipc")
+    subprocess.run(["mount", "--bind", nsdir, nsdir], check=True)
+    try:
+        subprocess.run(["mount", "--make-private", nsdir], check=True)
+        for f in (uts, ipc):
+            open(f, "w").close()
+        subprocess.run(["unshare", f"--uts={uts}", f"--ipc={ipc}", "true"], check=True)
+        ns = Namespaces(network=oci.netns, uts=uts, ipc=ipc)
+        a = oci.start(["sleep", "1000"], namespaces=ns, hostname="k8sxto-pod",
+                      sysctls={"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"})
+        r = oci.rt.exec_sync(a, ["sh", "-c", "hostname; echo $HOSTNAME; cat /proc/sys/net/ipv4/ip_forward "
+                                             "/proc/sys/kernel/shm_rmid_forced; readlink /proc/self/ns/ipc"], 10)
+        assert r.stdout.decode().split() == ["k8sxto-pod", "k8sxto-pod", "1", "1", f"ipc:[{os.stat(ipc).st_ino}]"]
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            host_forward = f.read().strip()
+        b = oci.start(["sleep", "999"], namespaces=Namespaces(
+            network=oci.netns, uts=uts, ipc=ipc, pid="pod", pid_path=f"/proc/{oci.rt.state(a).pid}/ns/pid"))
+        ps = oci.rt.exec_sync(b, ["ps", "-o", "pid,args"], 10).stdout.decode()
+        assert "sleep 1000" in ps and "sleep 999" in ps, ps
+        assert ps.split("\n")[1].split()[0] == "1"                 # a's sleep is pid 1 of the shared pid ns
+        oci.rt.delete(b)
+        oci.rt.delete(a)
+        with open("/proc/sys/net/ipv4/ip_forward") as f:
+            assert f.read().strip() == host_forward                  # the sysctl stayed in the pod's netns
+    finally:
+        for f in (uts, ipc):
+            subprocess.run(["umount", f], check=False, stderr=subprocess.DEVNULL)
+        subprocess.run(["umount", nsdir], check=False)
