@@ -14,12 +14,11 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from k8sx.crd.cluster import CRDS, request
+from k8sx.crd.cluster import CRDS, SERVER_OWNED_METADATA, request
 from k8sx.errors import K8sxError, UsageError
 from k8sx.kube import KubeConnection
 
 FIELD_MANAGER = "k8sx"
-SERVER_OWNED = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink")
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 DRY_RUN = ("none", "server", "client")
 
@@ -50,7 +49,7 @@ def normalize(obj: dict[str, Any] | None) -> dict[str, Any]:
     if not obj:
         return {}
     out = {k: v for k, v in obj.items() if k != "status"}
-    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_OWNED}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in SERVER_OWNED_METADATA}
     annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
     if annotations:
         meta["annotations"] = annotations

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from k8sx.crd.schema import pluralize
+from k8sx.crd.schema import pluralize, split_top, unquote
 from k8sx.errors import UsageError
 
 PRINTER_TYPES = ("integer", "number", "string", "boolean", "date")
@@ -54,11 +54,9 @@ def parse_column(text: str) -> Column:
         raise UsageError(f"{where}: expected NAME:TYPE:JSONPATH[:format=..,priority=..,description=..]")
     col = Column(parts[0], parts[1], parts[2])
     if len(parts) == 4:
-        from k8sx.crd.schema import _unquote, split_top
-
         for item in split_top(parts[3], ","):
             key, _, value = item.partition("=")
-            value = _unquote(value)
+            value = unquote(value)
             if key == "format":
                 col.format = value
             elif key in ("description", "desc"):

@@ -27,6 +27,8 @@ def summarize(crd: dict[str, Any]) -> dict[str, Any]:
 
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+# metadata the API server sets: never part of a manifest, ignored when comparing with one
+SERVER_OWNED_METADATA = ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink")
 
 
 def request(conn: KubeConnection, method: str, path: str, body: Any = None,

@@ -17,6 +17,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from k8sx.crd.cluster import SERVER_OWNED_METADATA
 from k8sx.crd.documents import Document, Path
 
 
@@ -165,9 +166,7 @@ def convert(crd: dict[str, Any]) -> tuple[dict[str, Any], list[Note]]:
     for key in spec:
         if key not in known:
             notes.append(Note("human", ("spec", key), f"unknown v1beta1 field {key}, left out"))
-    metadata = {k: v for k, v in (old.get("metadata") or {}).items()
-                if k not in ("creationTimestamp", "resourceVersion", "uid", "generation", "managedFields",
-                             "selfLink")}
+    metadata = {k: v for k, v in (old.get("metadata") or {}).items() if k not in SERVER_OWNED_METADATA}
     return ({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
              "metadata": metadata, "spec": new_spec}, notes)
 
@@ -184,10 +183,9 @@ def fix_v1(crd: dict[str, Any]) -> tuple[dict[str, Any], list[Note]]:
     for v in spec.get("versions") or []:
         schema = v.setdefault("schema", {}).setdefault("openAPIV3Schema", {"type": "object"})
         schema["x-kubernetes-preserve-unknown-fields"] = True
-    for key in ("status",):
-        out.pop(key, None)
+    out.pop("status", None)
     meta = out.get("metadata") or {}
-    for key in ("creationTimestamp", "resourceVersion", "uid", "generation", "managedFields", "selfLink"):
+    for key in SERVER_OWNED_METADATA:
         meta.pop(key, None)
     return out, notes
 

@@ -98,7 +98,7 @@ def split_top(text: str, sep: str) -> list[str]:
     return parts
 
 
-def _unquote(value: str) -> str:
+def unquote(value: str) -> str:
     """A value in double quotes (to protect commas): the quotes go, ``\\"`` becomes ``"``; backslashes
     otherwise stay as typed, so regular expressions need no double escaping."""
     if len(value) >= 2 and value[0] == value[-1] == '"':
@@ -131,7 +131,7 @@ def parse_field(text: str) -> FieldSpec:
     required = False
     for item in split_top(constraints, ",") if constraints else []:
         name, eq, value = item.partition("=")
-        if markers.apply_constraint(schema, name.strip(), _unquote(value) if eq else None, where):
+        if markers.apply_constraint(schema, name.strip(), unquote(value) if eq else None, where):
             required = True
     return FieldSpec(path, schema, required)
 

@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from k8sx.crd.assemble import PRINTER_FORMATS, PRINTER_TYPES
 from k8sx.crd.documents import Document, Path
+from k8sx.crd.markers import CEL_REASONS
 
 # rule name -> what it checks (the API server's source in brackets)
 RULES: dict[str, str] = {
@@ -106,7 +108,6 @@ _ROOT_WITH_STATUS = {"description", "type", "format", "title", "maximum", "exclu
                      "exclusiveMinimum", "maxLength", "minLength", "pattern", "maxItems", "minItems",
                      "uniqueItems", "multipleOf", "required", "items", "properties", "externalDocs", "example",
                      "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations"}
-_CEL_REASONS = ("FieldValueRequired", "FieldValueForbidden", "FieldValueInvalid", "FieldValueDuplicate")
 _KNOWN = {
     (): {"apiVersion", "kind", "metadata", "spec", "status"},
     ("spec",): {"group", "names", "scope", "versions", "conversion", "preserveUnknownFields"},
@@ -458,13 +459,13 @@ def _column(c: _Checker, col: Any, path: Path) -> None:
         return
     if not col.get("name"):
         c.add("columns.name", path, "name is required")
-    if col.get("type") not in ("integer", "number", "string", "boolean", "date"):
+    if col.get("type") not in PRINTER_TYPES:
         c.add("columns.type", (*path, "type") if "type" in col else path,
-              f"type {col.get('type')!r} must be one of boolean, date, integer, number, string")
+              f"type {col.get('type')!r} must be one of {', '.join(sorted(PRINTER_TYPES))}")
     fmt = col.get("format")
-    if fmt and fmt not in ("int32", "int64", "float", "double", "byte", "date", "date-time", "password"):
+    if fmt and fmt not in PRINTER_FORMATS:
         c.add("columns.format", (*path, "format"),
-              f"format {fmt!r} must be one of byte, date, date-time, double, float, int32, int64, password")
+              f"format {fmt!r} must be one of {', '.join(sorted(PRINTER_FORMATS))}")
     jp = col.get("jsonPath")
     if not jp:
         c.add("columns.json-path", path, "jsonPath is required" + (" (v1 spells JSONPath as jsonPath)"
@@ -758,8 +759,8 @@ def _cel(c: _Checker, s: dict[str, Any], path: Path) -> None:
             c.add("cel.rule", (*rpath, "message"), "must not contain line breaks")
         elif "\n" in rule and not (msg and str(msg).strip()):
             c.add("cel.rule", (*rpath, "message"), "a message is required when the rule has line breaks")
-        if r.get("reason") is not None and r["reason"] not in _CEL_REASONS:
-            c.add("cel.rule", (*rpath, "reason"), f"{r['reason']!r} must be one of {', '.join(_CEL_REASONS)}")
+        if r.get("reason") is not None and r["reason"] not in CEL_REASONS:
+            c.add("cel.rule", (*rpath, "reason"), f"{r['reason']!r} must be one of {', '.join(CEL_REASONS)}")
         fp = r.get("fieldPath")
         if fp is not None and (not str(fp).strip() or "\n" in str(fp)):
             c.add("cel.rule", (*rpath, "fieldPath"), "must be a non-empty, single-line path")
