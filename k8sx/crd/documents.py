@@ -106,9 +106,20 @@ def load_file(path: str) -> list[Document]:
 
 
 def load_files(paths: Iterable[str]) -> list[Document]:
+    """Documents of every path; a directory stands for its .yaml, .yml and .json files (sorted), as
+    with ``kubectl apply -f DIR``."""
+    import os
+
     out: list[Document] = []
     for p in paths:
-        out.extend(load_file(p))
+        if p != "-" and os.path.isdir(p):
+            names = sorted(n for n in os.listdir(p) if n.endswith((".yaml", ".yml", ".json")))
+            if not names:
+                raise UsageError(f"{p}: no .yaml, .yml or .json files in the directory")
+            for n in names:
+                out.extend(load_file(os.path.join(p, n)))
+        else:
+            out.extend(load_file(p))
     return out
 
 

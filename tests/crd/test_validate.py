@@ -341,3 +341,17 @@ def test_kubernetes_validate_accepts_what_the_server_rejects():
             continue
         accepted.add(rule)
     assert accepted >= MISSED_BY_SCHEMA_CHECK
+
+
+def test_directory_stands_for_its_manifests(tmp_path):
+    (tmp_path / "a.yaml").write_text(dump([BASE]))
+    bad = copy.deepcopy(BASE)
+    bad["spec"]["scope"] = "Global"
+    (tmp_path / "b.json").write_text(json.dumps(bad))
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    r = k8sx("crd", "validate", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stdout.startswith(f"{tmp_path / 'b.json'}:1: [scope] spec.scope:")
+    empty = tmp_path / "k8sxtd-empty"
+    empty.mkdir()
+    assert k8sx("crd", "validate", str(empty)).returncode == 2
