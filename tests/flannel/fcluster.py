@@ -31,6 +31,8 @@ UNDERLAY_IP = "192.168.77.1"
 ETCD_PORT = 2379
 ETCD_URL = f"http://{UNDERLAY_IP}:{ETCD_PORT}"
 NETWORK = "10.244.0.0/16"
+FAKE_IP = "192.168.77.99"
+FAKE_MAC = "0a:58:c0:a8:4d:63"
 CNI_NET = "k8sxtfnet"
 BRIDGE = "k8sxtfcni0"
 
@@ -200,6 +202,7 @@ class Cluster:
         self.underlay = f"{self.tag}u"
         self.namespaces: list[str] = []
         self.etcd: subprocess.Popen[bytes] | None = None
+        self.backend = ""
         self.nodes = [Node(self, i) for i in range(1, nodes + 1)]
         self.cni_bin = os.path.join(self.dir, "cni-bin")
         # no plugin daemon: the plugins run in-process in the CNI executables, inside the node's netns
@@ -290,6 +293,7 @@ def cluster(backend: dict[str, Any] | None, nodes: int = 3, pods: int = 1, ip_ma
     try:
         c.start()
         if backend is not None:
+            c.backend = backend.get("Type", "udp")
             c.put_config(backend)
             for node in c.nodes:
                 node.start_agent()
@@ -369,3 +373,32 @@ class Relay:
         for c in self._conns:
             with contextlib.suppress(OSError):
                 c.close()
+
+
+def fake_value(backend: str, ip: str = FAKE_IP) -> str:
+    if backend == "vxlan":
+        return json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "vxlan",
+                           "BackendData": {"VNI": 1, "VtepMAC": FAKE_MAC}}, separators=(",", ":"))
+    if backend == "host-gw":
+        return json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "host-gw"}, separators=(",", ":"))
+    return json.dumps({"PublicIP": ip, "PublicIPv6": None}, separators=(",", ":"))
+
+
+def peer_programmed(c: Cluster, node, subnet: str, ip: str) -> bool:
+    """Whether ``node`` holds the kernel state (or, for udp, the forwarder entry) for a peer lease."""
+    backend = c.backend
+    net = subnet.split("/")[0]
+    if backend == "host-gw":
+        return f"{subnet} via {ip} dev {node.iface}" in node.routes()
+    if backend == "vxlan":
+        return (f"{subnet} via {net} dev flannel.1 onlink" in node.routes()
+                and net in node.ip_("neigh", "show", "dev", "flannel.1").stdout)
+    text = node.log_text()
+    added = text.rfind(f"peer {subnet} at {ip}: programmed")
+    return added > text.rfind(f"peer {subnet} removed")
+
+
+def peer_gone(c: Cluster, node, subnet: str) -> bool:
+    if c.backend == "udp":
+        return f"peer {subnet} removed" in node.log_text()
+    return subnet not in node.routes()

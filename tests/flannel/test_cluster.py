@@ -21,13 +21,23 @@ import time
 
 import pytest
 
-from flannel.fcluster import NETWORK, Cluster, cluster, subnet_of, wait_converged, wait_for
+from flannel.fcluster import (
+    FAKE_IP,
+    FAKE_MAC,
+    NETWORK,
+    Cluster,
+    cluster,
+    fake_value,
+    peer_gone,
+    peer_programmed,
+    subnet_of,
+    wait_converged,
+    wait_for,
+)
 
 pytestmark = pytest.mark.root
 
 BACKENDS = {"host-gw": {"Type": "host-gw"}, "vxlan": {"Type": "vxlan"}, "udp": {"Type": "udp"}}
-FAKE_IP = "192.168.77.99"
-FAKE_MAC = "0a:58:c0:a8:4d:63"
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
@@ -35,41 +45,8 @@ def fc(request: pytest.FixtureRequest):
     if os.geteuid() != 0:
         pytest.fail("flannel cluster tests need root; run the suite as root")
     with cluster(BACKENDS[request.param]) as c:
-        c.backend = request.param  # type: ignore[attr-defined]
+        assert c.backend == request.param
         yield c
-
-
-def _backend(c: Cluster) -> str:
-    return c.backend  # type: ignore[attr-defined,no-any-return]
-
-
-def fake_value(backend: str, ip: str = FAKE_IP) -> str:
-    if backend == "vxlan":
-        return json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "vxlan",
-                           "BackendData": {"VNI": 1, "VtepMAC": FAKE_MAC}}, separators=(",", ":"))
-    if backend == "host-gw":
-        return json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "host-gw"}, separators=(",", ":"))
-    return json.dumps({"PublicIP": ip, "PublicIPv6": None}, separators=(",", ":"))
-
-
-def peer_programmed(c: Cluster, node, subnet: str, ip: str) -> bool:
-    """Whether ``node`` holds the kernel state (or, for udp, the forwarder entry) for a peer lease."""
-    backend = _backend(c)
-    net = subnet.split("/")[0]
-    if backend == "host-gw":
-        return f"{subnet} via {ip} dev {node.iface}" in node.routes()
-    if backend == "vxlan":
-        return (f"{subnet} via {net} dev flannel.1 onlink" in node.routes()
-                and net in node.ip_("neigh", "show", "dev", "flannel.1").stdout)
-    text = node.log_text()
-    added = text.rfind(f"peer {subnet} at {ip}: programmed")
-    return added > text.rfind(f"peer {subnet} removed")
-
-
-def peer_gone(c: Cluster, node, subnet: str) -> bool:
-    if _backend(c) == "udp":
-        return f"peer {subnet} removed" in node.log_text()
-    return subnet not in node.routes()
 
 
 # reachability ---------------------------------------------------------------------------------------
@@ -84,7 +61,7 @@ def test_pods_on_different_nodes_reach_each_other(fc: Cluster) -> None:
 
 
 def test_pods_get_the_backend_mtu(fc: Cluster) -> None:
-    want = {"host-gw": 1500, "vxlan": 1450, "udp": 1472}[_backend(fc)]
+    want = {"host-gw": 1500, "vxlan": 1450, "udp": 1472}[fc.backend]
     pod = fc.nodes[0].pods[0]
     out = os.popen(f"ip -n {pod.netns} -j link show eth0").read()
     assert json.loads(out)[0]["mtu"] == want
@@ -93,7 +70,7 @@ def test_pods_get_the_backend_mtu(fc: Cluster) -> None:
 # flanneld's state ------------------------------------------------------------------------------------
 
 def test_subnet_env_is_flanneld_format(fc: Cluster) -> None:
-    mtu = {"host-gw": 1500, "vxlan": 1450, "udp": 1472}[_backend(fc)]
+    mtu = {"host-gw": 1500, "vxlan": 1450, "udp": 1472}[fc.backend]
     subnets = set()
     for node in fc.nodes:
         with open(node.subnet_file) as fh:
@@ -113,11 +90,11 @@ def test_etcd_keys_values_and_ttl_are_flanneld_shape(fc: Cluster) -> None:
         key = f"/coreos.com/network/subnets/{sn.replace('/', '-')}"
         assert key in raw, raw
         value = raw[key]["value"]
-        if _backend(fc) == "vxlan":
+        if fc.backend == "vxlan":
             mac = json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"]
             assert value == ('{"PublicIP":"' + node.ip + '","PublicIPv6":null,"BackendType":"vxlan",'
                              '"BackendData":{"VNI":1,"VtepMAC":"' + mac + '"}}')
-        elif _backend(fc) == "host-gw":
+        elif fc.backend == "host-gw":
             assert value == '{"PublicIP":"' + node.ip + '","PublicIPv6":null,"BackendType":"host-gw"}'
         else:
             assert value == '{"PublicIP":"' + node.ip + '","PublicIPv6":null}'
@@ -127,7 +104,7 @@ def test_etcd_keys_values_and_ttl_are_flanneld_shape(fc: Cluster) -> None:
 
 
 def test_kernel_state_is_flanneld(fc: Cluster) -> None:
-    backend = _backend(fc)
+    backend = fc.backend
     for node in fc.nodes:
         sn = subnet_of(node)
         others = [o for o in fc.nodes if o is not node]
@@ -233,7 +210,7 @@ def test_new_lease_reaches_every_peer_and_expiry_removes_it(fc: Cluster) -> None
     subnet = "10.244.250.0/24"
     lease = _grant(fc, 3)
     t0 = time.monotonic()
-    fc.etcdctl("put", "--lease", lease, "/coreos.com/network/subnets/10.244.250.0-24", fake_value(_backend(fc)))
+    fc.etcdctl("put", "--lease", lease, "/coreos.com/network/subnets/10.244.250.0-24", fake_value(fc.backend))
     for node in fc.nodes:
         wait_for(lambda n=node: peer_programmed(fc, n, subnet, FAKE_IP), 5, f"{node.netns} to program {subnet}")
     took = time.monotonic() - t0
@@ -241,7 +218,7 @@ def test_new_lease_reaches_every_peer_and_expiry_removes_it(fc: Cluster) -> None
     # the etcd lease runs out (nobody renews it): every node drops the routes
     for node in fc.nodes:
         wait_for(lambda n=node: peer_gone(fc, n, subnet), 10, f"{node.netns} to drop {subnet}")
-    if _backend(fc) == "vxlan":
+    if fc.backend == "vxlan":
         for node in fc.nodes:
             assert "10.244.250.0 " not in node.ip_("neigh", "show", "dev", "flannel.1").stdout
             assert FAKE_MAC not in os.popen(f"bridge -n {node.netns} fdb show dev flannel.1").read()
@@ -260,7 +237,7 @@ def test_etcd_restart_keeps_routes_and_agents_recover(fc: Cluster) -> None:
     for node in fc.nodes:
         wait_for(lambda n=node: "reachable again" in n.log_text(), 15, f"{node.netns} to recover")
     subnet = "10.244.251.0/24"
-    fc.etcdctl("put", "/coreos.com/network/subnets/10.244.251.0-24", fake_value(_backend(fc), "192.168.77.98"))
+    fc.etcdctl("put", "/coreos.com/network/subnets/10.244.251.0-24", fake_value(fc.backend, "192.168.77.98"))
     for node in fc.nodes:
         wait_for(lambda n=node: peer_programmed(fc, n, subnet, "192.168.77.98"), 5, f"{node.netns}: {subnet}")
     fc.etcdctl("del", "/coreos.com/network/subnets/10.244.251.0-24")
@@ -275,7 +252,7 @@ def test_sigterm_leaves_routes_and_restart_keeps_the_subnet(fc: Cluster) -> None
     routes_before = node.routes()
     assert node.stop_agent(signal.SIGTERM) == 0
     assert "routes and devices left in place" in node.log_text()
-    if _backend(fc) != "udp":  # flanneld's TUN device (and its route) dies with the process
+    if fc.backend != "udp":  # flanneld's TUN device (and its route) dies with the process
         assert node.routes() == routes_before
         assert node.pods[0].ping(fc.nodes[0].pods[0].ip)
     # the lease stays in etcd and the peers keep their routes to this node
@@ -283,7 +260,7 @@ def test_sigterm_leaves_routes_and_restart_keeps_the_subnet(fc: Cluster) -> None
     for other in fc.nodes[:2]:
         assert peer_programmed(fc, other, subnet, node.ip)
     mac = None
-    if _backend(fc) == "vxlan":
+    if fc.backend == "vxlan":
         mac = json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"]
     node.start_agent()
     wait_converged(fc)
