@@ -387,7 +387,6 @@ class Inferred:
     group: str
     version: str
     kind: str
-    namespaced: bool
     root: dict[str, Any]
     notes: list[str]
 
@@ -463,7 +462,6 @@ def from_samples(samples: list[tuple[dict[str, Any], str]]) -> Inferred:
     first, where0 = samples[0]
     group, version, kind = _identity(first, where0)
     root: dict[str, Any] | None = None
-    namespaced = True
     for obj, where in samples:
         if _identity(obj, where) != (group, version, kind):
             raise UsageError(f"{where}: {obj.get('apiVersion')}/{obj.get('kind')} differs from the first sample's "
@@ -474,7 +472,7 @@ def from_samples(samples: list[tuple[dict[str, Any], str]]) -> Inferred:
         schema.setdefault("properties", {})
         root = schema if root is None else merge(root, schema, "")
     assert root is not None
-    return Inferred(group, version, kind, namespaced, root, [n.lstrip(".") for n in notes])
+    return Inferred(group, version, kind, root, [n.lstrip(".") for n in notes])
 
 
 def _identity(obj: Any, where: str) -> tuple[str, str, str]:
