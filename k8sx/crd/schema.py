@@ -211,7 +211,7 @@ def import_object(ref: str) -> Any:
     except ImportError as e:
         raise UsageError(f"--from-model {ref}: cannot import {module_name}: {e}",
                          hint="run from the directory that holds the module, or set PYTHONPATH") from None
-    except Exception as e:  # user code failing at import time: say so, no traceback
+    except (Exception, SystemExit) as e:  # user code failing (or exiting) at import time: say so, no traceback
         raise K8sxError(f"--from-model {ref}: importing {module_name} failed: {type(e).__name__}: {e}") from None
     obj: Any = module
     for part in attr.split("."):
