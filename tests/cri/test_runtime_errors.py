@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +156,40 @@ def test_cli_errors_are_one_line(runtime_node: RuntimeNode) -> None:
     assert r.returncode == 2 and "absent.json" in r.stderr
     r = runtime_node.cli("exec", "f" * 64, "true", check=False)
     assert r.returncode == 2 and "-s" in r.stderr
+
+
+def test_container_events_stream(runtime_node: RuntimeNode, stub: Any) -> None:
+    import threading
+
+    events: list[Any] = []
+    stream = stub.GetContainerEvents(api_pb2.GetEventsRequest(), timeout=60)
+
+    def read() -> None:
+        try:
+            events.extend(stream)
+        except grpc.RpcError as e:  # our cancel() at the end
+            assert e.code() == grpc.StatusCode.CANCELLED
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(0.5)  # the subscription is registered once the stream's first read runs
+    pod = stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_config("k8sxts-ev")), timeout=60).pod_sandbox_id
+    cfg = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="ev"),
+                                  image=api_pb2.ImageSpec(image=BUSYBOX), command=["sh", "-c", "exit 0"])
+    ctr = stub.CreateContainer(api_pb2.CreateContainerRequest(pod_sandbox_id=pod, config=cfg),
+                               timeout=60).container_id
+    stub.StartContainer(api_pb2.StartContainerRequest(container_id=ctr), timeout=60)
+    stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    deadline = time.monotonic() + 10
+    kinds: list[int] = []
+    while time.monotonic() < deadline:
+        kinds = [e.container_event_type for e in events if e.container_id == ctr]
+        if api_pb2.CONTAINER_DELETED_EVENT in kinds:
+            break
+        time.sleep(0.1)
+    stream.cancel()
+    reader.join(10)
+    assert kinds[0] == api_pb2.CONTAINER_CREATED_EVENT
+    assert api_pb2.CONTAINER_STARTED_EVENT in kinds and kinds[-1] == api_pb2.CONTAINER_DELETED_EVENT
+    created = next(e for e in events if e.container_id == ctr)
+    assert created.pod_sandbox_status.id == pod and created.containers_statuses[0].id == ctr

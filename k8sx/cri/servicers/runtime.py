@@ -94,6 +94,9 @@ class EventBus:
             if q in self._subscribers:
                 self._subscribers.remove(q)
 
+    def active(self) -> bool:
+        return bool(self._subscribers)
+
     def publish(self, event: Any) -> None:
         with self._lock:
             subs = list(self._subscribers)
@@ -197,6 +200,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 log.exception("recovering container %s", ctr.id)
 
     def _event(self, ctr: ContainerRecord, kind: int) -> None:
+        if not self.events.active():
+            return
         try:
             ev = api_pb2.ContainerEventResponse(container_id=ctr.id, container_event_type=kind,
                                                 created_at=time.time_ns())
@@ -534,7 +539,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             if pod is None or pod.state != POD_READY:
                 raise failed_precondition(f"StartContainer: pod sandbox {ctr.pod_id} is not ready")
             try:
-                self.runtime.start(ctr.id)
+                st = self.runtime.start(ctr.id)
             except Exception as e:
                 ctr = self._refresh(ctr)
                 if ctr.state == CONTAINER_CREATED:  # runc could not start it: report it as exited
@@ -545,10 +550,12 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                     ctr.finished_ns = time.time_ns()
                     db.put_container(ctr)
                 raise
-            ctr.started_ns = time.time_ns()
+            ctr.started_ns = st.started_at or time.time_ns()
+            ctr.pid = st.pid
             ctr.state = CONTAINER_RUNNING
             db.put_container(ctr)
-            ctr = self._refresh(ctr)
+            if st.status != oci.RUNNING:  # it exited already: record how
+                ctr = self._refresh(ctr)
         self._event(ctr, api_pb2.CONTAINER_STARTED_EVENT)
         return api_pb2.StartContainerResponse()
 
