@@ -15,6 +15,7 @@ from ocitools import OciEnv
 from support import have
 
 from k8sx.cri.oci import ContainerStateError, Namespaces, Seccomp, Security
+from k8sx.cri.oci.runtime import OciRuntime
 from k8sx.errors import K8sxError
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d) (stdout|stderr) (F|P) (.*)$")
@@ -103,7 +104,6 @@ def test_survives_our_process_and_state_is_recovered(oci: OciEnv) -> None:
     script = textwrap.dedent(f"""
         import os, signal
         from k8sx.cri.oci import ContainerSpecInput, Namespaces
-        from k8sx.cri.oci.runtime import OciRuntime
         rt = OciRuntime({oci.state!r}, {os.path.join(oci.dir, "root")!r})
         for cid, cmd in (({inp.id!r}, {inp.command!r}), ({short.id!r}, {short.command!r})):
             rt.create(ContainerSpecInput(id=cid, image_layers={inp.image_layers!r},
@@ -190,7 +190,6 @@ def test_crun_as_runtime_path(oci_layers: list[str], netns: object) -> None:
             with open(crun, "w") as f:
                 f.write(CRUN_HYBRID)
             os.chmod(crun, 0o755)
-        from k8sx.cri.oci.runtime import OciRuntime
         env.rt = OciRuntime(env.state, os.path.join(env.dir, "root"), runtime_path=crun)
         st, log = env.run(["sh", "-c", "grep ^Seccomp: /proc/self/status; exit 4"],
                           security=Security(seccomp=Seccomp("RuntimeDefault")))
@@ -238,3 +237,15 @@ def test_pinned_namespaces_hostname_sysctls_and_pod_pid(oci: OciEnv) -> None:
         for f in (uts, ipc):
             subprocess.run(["umount", f], check=False, stderr=subprocess.DEVNULL)
         subprocess.run(["umount", nsdir], check=False)
+
+
+def test_orphaned_rootfs_dirs_are_pruned(oci: OciEnv) -> None:
+    """After a reboot the state dir (tmpfs) is empty but the root dir still has upper/work dirs."""
+    cid = oci.start(["sleep", "1000"])
+    rootfs = oci.rt.state(cid).rootfs
+    oci.rt.stop(cid, 0)
+    stale = os.path.join(oci.dir, "root", "containers", "k8sxto-stale")
+    os.makedirs(os.path.join(stale, "upper", "etc"))
+    assert OciRuntime(oci.state, os.path.join(oci.dir, "root")).prune() == []   # (the constructor pruned it)
+    assert not os.path.exists(stale)
+    assert os.path.ismount(rootfs)                                              # a live container's is kept

@@ -118,6 +118,18 @@ class OciRuntime:
         self.containers = os.path.join(self.root_dir, "containers")
         for d in (self.runtime_root, self.bundles, self.exits, self.persist, self.sockets, self.containers):
             os.makedirs(d, mode=0o700, exist_ok=True)
+        self.prune()
+
+    def prune(self) -> list[str]:
+        """Remove the rootfs dirs (upper, work, a stale mount) of containers whose bundle is gone,
+        as after a reboot emptied the state dir (a tmpfs) but not the root dir; returns their ids.
+        create() makes the bundle first, so a container being created is never taken for one."""
+        gone = [c for c in os.listdir(self.containers) if not os.path.isdir(os.path.join(self.bundles, c))]
+        for cid in gone:
+            base = os.path.join(self.containers, cid)
+            rootfs.unmount(base)
+            shutil.rmtree(base, ignore_errors=True)
+        return gone
 
     # -- paths and files ---------------------------------------------------------------------
 
