@@ -295,12 +295,6 @@ state = "{self.dir}/state"
                                f"unix://{self.sock}", "--timeout", "60s", *args], capture_output=True, text=True,
                               check=check)
 
-    def cpu(self) -> float:
-        """containerd's CPU seconds so far (its shim-less pull work happens in the daemon itself)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def stop(self) -> None:
         self.proc.terminate()
         try:

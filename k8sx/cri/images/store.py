@@ -375,15 +375,13 @@ class ImageStore:
             raise DigestMismatch(f"image config lists {len(diff_ids)} diff ids for {len(layers)} layers")
         chains = chain_ids(diff_ids)
 
-        def layer(i: int) -> None:
-            if self.snapshots.exists(chains[i]):
-                return
-            path = blob(layers[i])
-            self.snapshots.ensure(chains[i], lambda dest: unpack_layer(path, dest, diff_ids[i]))
-
+        todo = [i for i in range(len(layers)) if not self.snapshots.exists(chains[i])]
         with ThreadPoolExecutor(max_workers=PARALLEL_LAYERS) as pool:
-            for fut in [pool.submit(layer, i) for i in range(len(layers))]:
-                fut.result()
+            # all downloads first, then the unpacks: a blob's fsync during an unpack stalls its file
+            # creations behind the journal commit (the way containerd orders it, too)
+            paths = dict(zip(todo, pool.map(lambda i: blob(layers[i]), todo), strict=True))
+            list(pool.map(lambda i: self.snapshots.ensure(
+                chains[i], lambda dest: unpack_layer(paths[i], dest, diff_ids[i])), todo))
 
         image_id = cfg_desc["digest"]
         # containerd's image size: every descriptor walked from the target (index included), config, layers
