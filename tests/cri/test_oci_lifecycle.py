@@ -104,6 +104,7 @@ def test_survives_our_process_and_state_is_recovered(oci: OciEnv) -> None:
     script = textwrap.dedent(f"""
         import os, signal
         from k8sx.cri.oci import ContainerSpecInput, Namespaces
+        from k8sx.cri.oci.runtime import OciRuntime
         rt = OciRuntime({oci.state!r}, {os.path.join(oci.dir, "root")!r})
         for cid, cmd in (({inp.id!r}, {inp.command!r}), ({short.id!r}, {short.command!r})):
             rt.create(ContainerSpecInput(id=cid, image_layers={inp.image_layers!r},
