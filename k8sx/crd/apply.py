@@ -105,10 +105,25 @@ def apply(conn: KubeConnection, crds: list[dict[str, Any]], dry_run: str = "none
         if live is not None and _same(normalize(live), normalize(crd)):
             out.append(Outcome(name, "unchanged", dry_run, live))
             continue
+        if live is not None:
+            _check_stored_versions(name, live, crd)
         action = "created" if live is None else "configured"
         result = crd if dry_run == "client" else _write(conn, crd, live, dry_run == "server")
         out.append(Outcome(name, action, dry_run, result))
     return out
+
+
+def _check_stored_versions(name: str, live: dict[str, Any], desired: dict[str, Any]) -> None:
+    """The server refuses to drop a version that objects may still be stored in (VAL:283): say so
+    before sending, with what to do."""
+    stored = (live.get("status") or {}).get("storedVersions") or []
+    keep = {v.get("name") for v in (desired.get("spec") or {}).get("versions") or [] if isinstance(v, dict)}
+    missing = [v for v in stored if v not in keep]
+    if missing:
+        raise K8sxError(f"CRD {name}: [versions.stored] version(s) {', '.join(missing)} are in "
+                        "status.storedVersions, so they must stay in spec.versions",
+                        hint="migrate the stored objects to the storage version, then remove the version "
+                             "from status.storedVersions (the CRD's status subresource), then apply")
 
 
 def _same(live: dict[str, Any], desired: dict[str, Any]) -> bool:

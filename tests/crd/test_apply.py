@@ -128,3 +128,16 @@ def test_multi_document_file_applies_each_crd(api, kubeconfig, tmp_path):
     assert [o["metadata"]["name"] for o in json.loads(r.stdout)] == ["crontabs.stable.example.com",
                                                                      "appservices.app.example.com"]
     assert _stored(api, "appservices.app.example.com")["spec"]["names"]["kind"] == "AppService"
+
+
+def test_a_stored_version_cannot_be_dropped(api, kubeconfig, tmp_path):
+    """The API server keeps a version while status.storedVersions names it; apply says so up front."""
+    two = yaml.safe_load(k8sx("crd", "generate", "--from-sample", os.path.join(DATA, "crontab.yaml"),
+                              "--version", "v1", "--version", "v1beta1").stdout)
+    api.create(CRDS, {**two, "status": {"storedVersions": ["v1", "v1beta1"]}})
+    one = _crontab(tmp_path)
+    r = k8sx("crd", "apply", one, "--kubeconfig", kubeconfig)
+    assert r.returncode == 1
+    assert "[versions.stored] version(s) v1beta1 are in status.storedVersions" in r.stderr
+    assert "Hint: migrate the stored objects" in r.stderr
+    assert _writes(api) == [("POST", CRDS, {})]  # the setup's create, nothing from apply
