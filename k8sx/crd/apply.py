@@ -152,6 +152,8 @@ def diff(conn: KubeConnection, crds: list[dict[str, Any]], server_dry_run: bool 
     for crd in crds:
         name = _name(crd)
         live = get(conn, name)
+        if live is not None:
+            _check_stored_versions(name, live, crd)  # the server's dry run would refuse it too
         desired = _write(conn, crd, live, dry_run=True) if server_dry_run else crd
         left = normalize(live)
         right = normalize(desired)

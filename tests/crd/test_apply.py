@@ -140,4 +140,6 @@ def test_a_stored_version_cannot_be_dropped(api, kubeconfig, tmp_path):
     assert r.returncode == 1
     assert "[versions.stored] version(s) v1beta1 are in status.storedVersions" in r.stderr
     assert "Hint: migrate the stored objects" in r.stderr
+    d = k8sx("crd", "diff", one, "--kubeconfig", kubeconfig)
+    assert d.returncode == 1 and "[versions.stored]" in d.stderr and d.stdout == ""
     assert _writes(api) == [("POST", CRDS, {})]  # the setup's create, nothing from apply
