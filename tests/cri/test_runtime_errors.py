@@ -193,3 +193,18 @@ def test_container_events_stream(runtime_node: RuntimeNode, stub: Any) -> None:
     assert api_pb2.CONTAINER_STARTED_EVENT in kinds and kinds[-1] == api_pb2.CONTAINER_DELETED_EVENT
     created = next(e for e in events if e.container_id == ctr)
     assert created.pod_sandbox_status.id == pod and created.containers_statuses[0].id == ctr
+
+
+def test_completion_offers_ids_from_the_state_db(runtime_node: RuntimeNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    from k8sx.cli import complete
+
+    n = runtime_node
+    pod, c = n.run_pod("k8sxts-tab", {"c": ["sleep", "3600"]})
+    monkeypatch.setenv("K8SX_STATE", n.state)
+    try:
+        found, _ = complete.candidates(["runtime", "stopp"], pod[:6])
+        assert [v for v, _ in found] == [pod]
+        found, _ = complete.candidates(["runtime", "exec", "-s"], "")
+        assert (c["c"], "c CONTAINER_RUNNING") in found
+    finally:
+        n.cli("rmp", "-f", pod)
