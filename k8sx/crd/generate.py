@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from k8sx.crd import assemble, markers, schema
-from k8sx.crd.documents import load_file
-from k8sx.crd.validate import Problem, validate_crd
+from k8sx.crd.documents import dump, load_file, load_text
+from k8sx.crd.validate import Problem, validate_documents
 from k8sx.errors import UsageError
 
 
@@ -60,13 +60,17 @@ class Request:
 
 @dataclass
 class Generated:
+    """The CRD, its text in the asked format, notes on what was assumed, and the validator's findings
+    (located as ``<generated>:LINE`` in that text)."""
+
     crd: dict[str, Any]
+    text: str
     notes: list[str]
     problems: list[Problem]
 
 
-def generate(req: Request) -> Generated:
-    """Build the CRD; ``problems`` are the offline validator's findings on it."""
+def generate(req: Request, fmt: str = "yaml") -> Generated:
+    """Build the CRD and check it with the offline validator."""
     if req.from_model and req.from_sample:
         raise UsageError("--from-model and --from-sample exclude each other")
     notes: list[str] = []
@@ -107,7 +111,8 @@ def generate(req: Request) -> Generated:
         root_validations=root_rules,
     )
     crd = assemble.build(opts)
-    return Generated(crd, notes, validate_crd(crd))
+    text = dump([crd], fmt)
+    return Generated(crd, text, notes, validate_documents(load_text(text, "<generated>")))
 
 
 def _overlay(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

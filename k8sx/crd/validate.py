@@ -619,22 +619,34 @@ def _metadata(c: _Checker, m: Any, path: Path, root: bool, check: bool) -> None:
                                                f"root, not {', '.join(extra)}")
 
 
+def compile_pattern(pattern: str) -> Any:
+    """``pattern`` compiled as the API server does (Go's regexp is RE2); raises ValueError with the
+    engine's message. Without google-re2, Python's ``re`` is the (more lenient) fallback."""
+    try:
+        import re2
+    except ImportError:
+        try:
+            return re.compile(pattern)
+        except re.error as e:
+            raise ValueError(str(e)) from None
+    options = re2.Options()
+    options.log_errors = False  # else RE2 logs every bad pattern to stderr itself
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as e:
+        detail = e.args[0] if e.args else e
+        raise ValueError(detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)) from None
+
+
 def _pattern(c: _Checker, pattern: Any, path: Path) -> None:
     if not isinstance(pattern, str):
         c.add("schema.pattern", path, "pattern must be a string")
         return
     try:
-        import re2
-
-        re2.compile(pattern)
-    except ImportError:
-        try:
-            re.compile(pattern)
-        except re.error as e:
-            c.add("schema.pattern", path, f"{pattern!r} is not a valid regular expression: {e}")
-    except Exception as e:  # re2.error
+        compile_pattern(pattern)
+    except ValueError as e:
         c.add("schema.pattern", path, f"{pattern!r} is not a valid RE2 regular expression "
-                                      f"(Go's regexp, no look-around or backreferences): {e}")
+                                      f"(Go's regexp: no look-around or backreferences): {e}")
 
 
 _INT_OR_STRING_ANYOF = [{"type": "integer"}, {"type": "string"}]
@@ -882,13 +894,9 @@ def check_value(s: dict[str, Any], value: Any, where: str = "") -> list[str]:
             out.append(f"{at}: longer than {s['maxLength']}")
         if isinstance(s.get("pattern"), str):
             try:
-                import re2 as engine
-            except ImportError:
-                engine = re  # type: ignore[no-redef]
-            try:
-                if not engine.search(s["pattern"], value):
+                if not compile_pattern(s["pattern"]).search(value):
                     out.append(f"{at}: {value!r} does not match {s['pattern']!r}")
-            except Exception:  # an invalid pattern is reported by schema.pattern
+            except ValueError:  # an invalid pattern is reported by schema.pattern
                 pass
     if isinstance(value, list):
         if s.get("minItems") is not None and len(value) < s["minItems"]:

@@ -118,7 +118,6 @@ def generate(
 ) -> None:
     """Generate an apiextensions.k8s.io/v1 CRD (exit 1 if the result breaks an API-server rule)."""
     from k8sx.crd import generate as gen
-    from k8sx.crd.documents import dump
 
     if help_constraints:
         from k8sx.crd.markers import ALIASES, CONSTRAINTS
@@ -140,15 +139,14 @@ def generate(
         review_versions=conversion_review_version or [], labels=label or [], annotations=annotation or [],
         max_desc_len=max_desc_len, from_model=from_model, from_sample=from_sample,
     )
-    result = gen.generate(req)
+    result = gen.generate(req, output.value)
     for note in result.notes:
         sys.stderr.write(f"warning: {note}\n")
     errors = [p for p in result.problems if p.severity == "error"]
     for p in result.problems:
-        p.where = "<generated>"
         sys.stderr.write(f"{p}\n")
     if errors and not no_validate:
         sys.stderr.write(f"Error: the generated CRD breaks {len(errors)} API-server rule(s); fix the flags "
                          "(or print it anyway with --no-validate)\n")
         raise typer.Exit(1)
-    sys.stdout.write(dump([result.crd], output.value))
+    sys.stdout.write(result.text)
