@@ -59,7 +59,8 @@ def dump_yaml_go(obj: Any) -> str:
         # go-yaml double-quotes a string that would read back as another type ("12", "", "true",
         # a timestamp); anything else is left to the emitter (plain, or single quotes when needed).
         implicit = dumper.resolve(yaml.ScalarNode, value, (True, False))
-        style = '"' if implicit != "tag:yaml.org,2002:str" else None
+        # go-yaml also reads y/Y/n/N as booleans (PyYAML does not), so it quotes them too
+        style = '"' if implicit != "tag:yaml.org,2002:str" or value in ("y", "Y", "n", "N") else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     GoDumper.add_representer(str, represent_str)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
+import subprocess
 import time
 
+import pytest
 from runtimetools import RuntimeNode
 
 WEB = ["sh", "-c", "echo started web; echo oops >&2; exec httpd -f -p 8080 -h /etc"]
@@ -176,3 +179,21 @@ def test_kill_9_of_the_server_loses_nothing(runtime_node: RuntimeNode) -> None:
     assert n.inspect(c["runner"])["status"]["exitCode"] in (137, 143)
     n.cli("rmp", "-f", pod)
     assert n.leaks([pod], [ip]) == []
+
+
+@pytest.mark.skipif(shutil.which("crictl") is None, reason="crictl (cri-tools v1.26.1) is not packaged in Debian")
+def test_outputs_are_crictls(runtime_node: RuntimeNode) -> None:
+    """The same server, asked by crictl and by us: byte-identical output (no relative times here)."""
+    n = runtime_node
+    pod, c = n.run_pod("k8sxts-same", {"c": SLEEP}, annotations={"answer": "y", "n": "42"})
+    ctr = c["c"]
+    try:
+        for verb in (["inspect", ctr], ["inspect", "-o", "yaml", ctr], ["inspectp", pod],
+                     ["inspectp", "-o", "yaml", pod], ["pods", "-v", "--id", pod], ["pods", "-o", "yaml", "--id", pod],
+                     ["info"], ["info", "-o", "yaml"], ["ps", "-q", "--pod", pod], ["pods", "-q"]):
+            ours = n.cli(*verb).stdout
+            theirs = subprocess.run(["crictl", "-r", n.endpoint, *verb], capture_output=True, text=True,
+                                    check=True).stdout
+            assert ours == theirs, verb
+    finally:
+        n.cli("rmp", "-f", pod)

@@ -138,6 +138,25 @@ def rfc3339nano(timestamp_ns: int) -> str:
     return base.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
 
 
+def go_time(timestamp_ns: int) -> str:
+    """Go's ``time.Time.String()`` in UTC: ``2026-11-26 20:16:03.441649048 +0000 UTC`` (zeros trimmed)."""
+    text = rfc3339nano(timestamp_ns)
+    return text[:10] + " " + text[11:-1] + " +0000 UTC"
+
+
+def sorted_nested(doc: dict[str, Any]) -> dict[str, Any]:
+    """crictl's ``inspect`` layout: top-level keys in field order, everything below sorted (a Go map)."""
+
+    def sort(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: sort(v[k]) for k in sorted(v)}
+        if isinstance(v, list):
+            return [sort(x) for x in v]
+        return v
+
+    return {k: sort(v) for k, v in doc.items()}
+
+
 def parse_labels(values: list[str] | None) -> dict[str, str]:
     """crictl's ``--label key=value`` (repeatable) as a selector map."""
     from k8sx.errors import UsageError

@@ -8,9 +8,13 @@ import typer
 
 from k8sx.cli.output import Format
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import ago, client, render_document, rfc3339nano, status_document
+from k8sx.cli.runtime.common import ago, client, render_document, rfc3339nano, sorted_nested, status_document
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+# ContainerStatus fields newer than crictl 1.26's cri-api v0.26 (it cannot print them); dropped so that
+# our output is crictl's: top-level ones, and those of the nested ImageSpec.
+NEWER_STATUS_FIELDS = ("imageId", "user", "stopSignal")
+NEWER_IMAGE_SPEC_FIELDS = ("userSpecifiedImage", "runtimeHandler", "imageRef")
 
 
 @app.command()
@@ -47,10 +51,14 @@ def inspect(
                             typer.echo(f"\t{k} -> {mapping[k]}")
                 continue
             status = to_dict(st)
+            for key in NEWER_STATUS_FIELDS:
+                status.pop(key, None)
+            for key in NEWER_IMAGE_SPEC_FIELDS:
+                (status.get("image") or {}).pop(key, None)
             status["createdAt"] = rfc3339nano(st.created_at)
             status["startedAt"] = rfc3339nano(st.started_at) if st.state != api_pb2.CONTAINER_CREATED \
                 else GO_ZERO_TIME
             exited = st.state == api_pb2.CONTAINER_EXITED or (st.state == api_pb2.CONTAINER_UNKNOWN
                                                               and st.finished_at > 0)
             status["finishedAt"] = rfc3339nano(st.finished_at) if exited else GO_ZERO_TIME
-            render_document(status_document(status, dict(r.info)), output)
+            render_document(status_document(sorted_nested(status), dict(r.info)), output)

@@ -8,7 +8,7 @@ import typer
 
 from k8sx.cli.output import Format
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import ago, client, render_document, rfc3339nano, status_document
+from k8sx.cli.runtime.common import ago, client, render_document, rfc3339nano, sorted_nested, status_document
 
 
 @app.command()
@@ -48,4 +48,4 @@ def inspectp(
                 continue
             status = to_dict(st)
             status["createdAt"] = rfc3339nano(st.created_at)
-            render_document(status_document(status, dict(r.info)), output)
+            render_document(status_document(sorted_nested(status), dict(r.info)), output)

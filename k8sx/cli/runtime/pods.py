@@ -8,7 +8,7 @@ import typer
 
 from k8sx.cli.output import Format, go_table
 from k8sx.cli.runtime import app
-from k8sx.cli.runtime.common import ago, client, newest_first, parse_labels, render_document, truncate_id
+from k8sx.cli.runtime.common import ago, client, go_time, newest_first, parse_labels, render_document, truncate_id
 from k8sx.errors import UsageError
 
 POD_STATES = {0: "Ready", 1: "NotReady"}
@@ -64,7 +64,7 @@ def pods(
             if p.metadata.attempt:
                 typer.echo(f"Attempt: {p.metadata.attempt}")
             typer.echo(f"Status: {POD_STATES.get(p.state, 'Unknown')}")
-            typer.echo(f"Created: {ago(p.created_at)}")
+            typer.echo(f"Created: {go_time(p.created_at)}")
             for title, mapping in (("Labels", p.labels), ("Annotations", p.annotations)):
                 if mapping:
                     typer.echo(f"{title}:")

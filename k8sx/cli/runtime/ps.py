@@ -85,6 +85,8 @@ def ps(
             typer.echo(f"Image: {x.image.image}")
             typer.echo(f"Created: {ago(x.created_at)}")
             for title, mapping in (("Labels", x.labels), ("Annotations", x.annotations)):
+                if not mapping:  # crictl: a nil map (what an empty one decodes to) prints nothing
+                    continue
                 typer.echo(f"{title}:")
                 for k in sorted(mapping):
                     typer.echo(f"\t{k} -> {mapping[k]}")
