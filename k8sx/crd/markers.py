@@ -54,7 +54,25 @@ CONSTRAINTS: dict[str, tuple[str, str, str]] = {
     "embeddedResource": ("+kubebuilder:validation:EmbeddedResource", "flag",
                          "a whole Kubernetes object (apiVersion, kind, metadata) (alias embedded)"),
     "intOrString": ("+kubebuilder:validation:XIntOrString", "flag", "an integer or a string"),
+    "exactlyOneOf": ("+kubebuilder:validation:ExactlyOneOf", "list", "of these fields, a|b, exactly one is set"),
+    "atMostOneOf": ("+kubebuilder:validation:AtMostOneOf", "list", "of these fields, a|b, at most one is set"),
+    "atLeastOneOf": ("+kubebuilder:validation:AtLeastOneOf", "list", "of these fields, a|b, at least one is set"),
 }
+
+# union markers -> (CEL comparison of the number of fields set, message)
+UNIONS = {"exactlyOneOf": ("== 1", "exactly one of the fields in [{}] must be set"),
+          "atMostOneOf": ("<= 1", "at most one of the fields in [{}] may be set"),
+          "atLeastOneOf": (">= 1", "at least one of the fields in [{}] must be set")}
+
+
+def union_rule(kind: str, fields: list[str]) -> dict[str, Any]:
+    """The CEL rule a union marker stands for (as controller-gen writes it for the Go markers)."""
+    op, message = UNIONS[kind]
+    bad = [f for f in fields if not f.isidentifier()]
+    if len(fields) < 2 or bad:
+        raise UsageError(f"{kind}: needs two or more field names, a|b (not {'|'.join(fields)})")
+    has = ", ".join(f"has(self.{f})" for f in fields)
+    return {"message": message.format(" ".join(fields)), "rule": f"[{has}].filter(x, x).size() {op}"}
 
 ALIASES = {"min": "minimum", "ge": "minimum", "max": "maximum", "le": "maximum", "gt": "exclusiveMinimum",
            "lt": "exclusiveMaximum", "desc": "description", "preserve": "preserveUnknownFields",
@@ -118,6 +136,9 @@ def apply_constraint(schema: dict[str, Any], name: str, value: str | None, where
         schema[key] = n
     elif key == "enum":
         schema["enum"] = _list(value or "", schema.get("type"))
+    elif key in UNIONS:
+        rule = union_rule(key, [str(v) for v in _list(value or "", "string")])
+        schema.setdefault("x-kubernetes-validations", []).append(rule)
     elif key == "listMapKey":
         schema["x-kubernetes-list-map-keys"] = [str(v) for v in _list(value or "", "string")]
         schema.setdefault("x-kubernetes-list-type", "map")
@@ -230,6 +251,35 @@ class XValidation(_Marker):
     def schema(self) -> dict[str, Any]:
         return {"x-kubernetes-validations": [cel_rule(self.rule, self.message, self.message_expression,
                                                       self.reason, self.field_path, self.optional_old_self)]}
+
+
+class _Union(_Marker):
+    kind = ""
+
+    def __init__(self, *fields: str) -> None:
+        self.fields = list(fields)
+        union_rule(self.kind, self.fields)  # checked when the model is defined
+
+    def schema(self) -> dict[str, Any]:
+        return {"x-kubernetes-validations": [union_rule(self.kind, self.fields)]}
+
+
+class ExactlyOneOf(_Union):
+    """``+kubebuilder:validation:ExactlyOneOf``: on a field whose type is a model."""
+
+    kind = "exactlyOneOf"
+
+
+class AtMostOneOf(_Union):
+    """``+kubebuilder:validation:AtMostOneOf``."""
+
+    kind = "atMostOneOf"
+
+
+class AtLeastOneOf(_Union):
+    """``+kubebuilder:validation:AtLeastOneOf``."""
+
+    kind = "atLeastOneOf"
 
 
 @dataclass(frozen=True, eq=False)

@@ -259,3 +259,31 @@ class Spec(BaseModel):
     assert p["name"]["x-kubernetes-validations"] == [{"message": "immutable", "optionalOldSelf": True,
                                                       "reason": "FieldValueForbidden", "rule": "self == oldSelf"}]
     assert p["name"]["description"] == "The name..."
+
+
+def test_union_markers_become_cel(tmp_path):
+    r = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "-o", "json",
+             "--field", "spec:object:exactlyOneOf=cron|interval,atMostOneOf=image|template",
+             "--field", "spec.cron:string", "--field", "spec.interval:string", "--field", "spec.image:string",
+             "--field", "spec.template:embedded", "--field", "status:object:atLeastOneOf=phase|reason",
+             "--field", "status.phase:string", "--field", "status.reason:string")
+    assert r.returncode == 0, r.stderr
+    props = json.loads(r.stdout)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert props["spec"]["x-kubernetes-validations"] == [
+        {"message": "exactly one of the fields in [cron interval] must be set",
+         "rule": "[has(self.cron), has(self.interval)].filter(x, x).size() == 1"},
+        {"message": "at most one of the fields in [image template] may be set",
+         "rule": "[has(self.image), has(self.template)].filter(x, x).size() <= 1"}]
+    assert props["status"]["x-kubernetes-validations"][0]["rule"].endswith(".size() >= 1")
+    (tmp_path / "k8sxtd_union.py").write_text(
+        "from typing import Annotated\nfrom pydantic import BaseModel\n"
+        "from k8sx.crd.markers import ExactlyOneOf\n"
+        "class Spec(BaseModel):\n    cron: str | None = None\n    interval: str | None = None\n"
+        "class Job(BaseModel):\n    spec: Annotated[Spec, ExactlyOneOf('cron', 'interval')]\n")
+    m = k8sx("crd", "generate", "--from-model", "k8sxtd_union:Job", "-g", "a.example.com", "-o", "json",
+             cwd=str(tmp_path))
+    assert m.returncode == 0, m.stderr
+    spec = json.loads(m.stdout)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["x-kubernetes-validations"] == props["spec"]["x-kubernetes-validations"][:1]
+    bad = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "--field", "spec:object:exactlyOneOf=a")
+    assert bad.returncode == 2 and "two or more field names" in bad.stderr
