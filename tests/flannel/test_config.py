@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import struct
 import subprocess
 
 import pytest
@@ -110,3 +111,18 @@ def test_cli_refuses_bad_config_with_the_field(tmp_path) -> None:
     r = subprocess.run([bin_path("k8sx"), "flannel", "run", "--lease-file", str(tmp_path / "l.json")],
                        capture_output=True, text=True, check=False)
     assert r.returncode != 0 and "--net-config-file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_udp_forwarder_ttl_step_keeps_the_header_checksum_valid() -> None:
+    from k8sx.flannel.backends.udp.forwarder import _checksum, decrement_ttl, net_unreachable
+
+    hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 7, 0, 64, 6, 0,
+                                ipaddress.IPv4Address("10.244.1.2").packed, ipaddress.IPv4Address("10.244.2.2").packed))
+    struct.pack_into("!H", hdr, 10, _checksum(bytes(hdr)))
+    pkt = hdr + bytearray(20)
+    assert decrement_ttl(pkt) and pkt[8] == 63 and _checksum(bytes(pkt[:20])) == 0
+    pkt[8] = 1
+    assert not decrement_ttl(pkt)
+    icmp = net_unreachable(bytes(pkt), ipaddress.IPv4Address("10.244.1.0"))
+    assert icmp[9] == 1 and icmp[12:16] == ipaddress.IPv4Address("10.244.1.0").packed and icmp[16:20] == pkt[12:16]
+    assert _checksum(icmp[:20]) == 0 and _checksum(icmp[20:]) == 0 and icmp[20:22] == b"\x03\x00"

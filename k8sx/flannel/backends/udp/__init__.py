@@ -13,7 +13,7 @@ import ipaddress
 import logging
 
 from k8sx.flannel.backends import Backend, ExpectedRoute
-from k8sx.flannel.backends.udp.forwarder import Forwarder, open_tun
+from k8sx.flannel.backends.udp.forwarder import Forwarder, NativeForwarder, native_library, open_tun
 from k8sx.flannel.subnet import Lease, LeaseAttrs
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,11 @@ class UDP(Backend):
             self.nl.add_address(link.index, addr)
         self.nl.set_up(link.index)
         self.nl.replace_route(self.config.network, None, link.index, scope=0)
-        self.forwarder = Forwarder(tun_fd, self.ext.ip, self.port, own.subnet.network_address, self.config.subnet_len)
+        lib = native_library()
+        kind = Forwarder if lib is None else lambda *a: NativeForwarder(lib, *a)
+        self.forwarder = kind(tun_fd, self.ext.ip, self.port, own.subnet.network_address, self.config.subnet_len)
         self.forwarder.start()
-        log.info("udp forwarder: %s <-> %s:%d", name, self.ext.ip, self.port)
+        log.info("udp forwarder (%s): %s <-> %s:%d", "C" if lib else "Python", name, self.ext.ip, self.port)
 
     def add_peer(self, lease: Lease) -> None:
         self.forwarder.set_route(lease.subnet, lease.attrs.public_ip, self.port)

@@ -5,18 +5,28 @@ from the TUN, find the peer owning its destination subnet, decrement the TTL (pa
 checksum) and send the bare packet as a UDP payload to ``peer:8285``; packets received on the
 socket get the same TTL step and are written into the TUN. A destination no peer owns gets an
 ICMP net-unreachable written back into the TUN.
+
+Two implementations of that loop: :class:`NativeForwarder` runs ``proxy.c`` (compiled on first use
+into a cache directory, like flanneld's C proxy thread) and is the one used when a C compiler is
+present; :class:`Forwarder` is the same loop in Python, the fallback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import hashlib
 import ipaddress
 import logging
 import os
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +147,82 @@ class Forwarder:
                     os.write(tun, pkt)
                 except OSError as exc:
                     log.debug("write to tun: %s", exc)
+
+
+# the native loop ------------------------------------------------------------------------------------
+
+SET, DEL, STOP = 1, 2, 3
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "proxy.c")
+
+
+def cache_dir() -> str:
+    return os.environ.get("K8SX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "k8sx")
+
+
+def native_library() -> Any | None:
+    """``proxy.c`` compiled (once per source version) and loaded; None without a C compiler."""
+    with open(_SOURCE, "rb") as fh:
+        digest = hashlib.sha256(fh.read()).hexdigest()[:16]
+    directory = cache_dir()
+    path = os.path.join(directory, f"flannel-udp-proxy-{digest}.so")
+    if not os.path.exists(path):
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            return None
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".so")
+        os.close(fd)
+        proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-pthread", "-o", tmp, _SOURCE],
+                              capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            log.warning("cannot compile the udp proxy (%s); using the Python forwarder", proc.stderr.strip())
+            return None
+        os.rename(tmp, path)
+    lib = ctypes.CDLL(path)
+    lib.k8sx_udp_proxy.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint32]
+    lib.k8sx_udp_proxy.restype = ctypes.c_int
+    return lib
+
+
+class NativeForwarder:
+    """``proxy.c``'s loop on a thread of its own, steered over a SOCK_SEQPACKET socket pair."""
+
+    def __init__(self, lib: Any, tun_fd: int, listen_ip: str, port: int, own_ip: ipaddress.IPv4Address,
+                 subnet_len: int) -> None:
+        self.lib = lib
+        self.tun = tun_fd
+        self.subnet_len = subnet_len
+        self.own = int.from_bytes(own_ip.packed, "little")  # the bytes in network order, as C reads them
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.sock.bind((listen_ip, port))
+        self.ctl, self._ctl_c = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._thread = threading.Thread(target=self._run, name="udp-proxy", daemon=True)
+
+    def _run(self) -> None:
+        rc = self.lib.k8sx_udp_proxy(self.tun, self.sock.fileno(), self._ctl_c.fileno(), self.own)
+        if rc:
+            log.error("udp proxy stopped: %s", os.strerror(-rc))
+
+    def _send(self, cmd: int, subnet: ipaddress.IPv4Network | None = None, ip: str = "0.0.0.0", port: int = 0) -> None:
+        net = subnet.network_address.packed if subnet else b"\0" * 4
+        plen = subnet.prefixlen if subnet else 0
+        self.ctl.send(struct.pack("=I4sI4sI", cmd, net, plen, socket.inet_aton(ip), port))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def set_route(self, subnet: ipaddress.IPv4Network, ip: str, port: int) -> None:
+        self._send(SET, subnet, ip, port)
+
+    def del_route(self, subnet: ipaddress.IPv4Network) -> None:
+        self._send(DEL, subnet)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send(STOP)
+        self._thread.join(2)
+        self.sock.close()
