@@ -39,6 +39,7 @@ RULES: dict[str, str] = {
     "versions.name": "version names are DNS-1035 labels [VAL:415]",
     "versions.unique": "version names are unique [VAL:445]",
     "versions.storage": "exactly one version has storage: true [VAL:448]",
+    "versions.stored": "every version in status.storedVersions stays in spec.versions until migrated [VAL:283]",
     "versions.deprecation": "deprecationWarning only with deprecated: true, at most 256 characters",
     "spec.preserve-unknown-fields": "spec.preserveUnknownFields: true is not allowed in v1 [VAL:1894-1903]",
     "schema.required": "every version has schema.openAPIV3Schema [VAL:378,388]",
@@ -196,7 +197,7 @@ def validate_crd(crd: Any) -> list[Problem]:
     if spec.get("preserveUnknownFields") is True:
         c.add("spec.preserve-unknown-fields", ("spec", "preserveUnknownFields"),
               "cannot be true in v1; set x-kubernetes-preserve-unknown-fields: true in the schema instead")
-    _versions(c, spec)
+    _versions(c, spec, crd.get("status"))
     _conversion(c, spec)
     size = len(json.dumps(crd, separators=(",", ":")))
     if size > ANNOTATION_LIMIT:
@@ -225,6 +226,7 @@ _SCHEMA_SHAPE.update({
 _CRD_SHAPE: dict[str, Any] = {
     "apiVersion": _STR, "kind": _STR,
     "metadata": {"name": _STR, "labels": {"*": _STR}, "annotations": {"*": _STR}},
+    "status": {"storedVersions": _STRS},
     "spec": {
         "group": _STR, "scope": _STR, "preserveUnknownFields": _BOOL,
         "names": {"plural": _STR, "singular": _STR, "kind": _STR, "listKind": _STR, "shortNames": _STRS,
@@ -358,7 +360,7 @@ def _names(c: _Checker, crd: dict[str, Any], spec: dict[str, Any]) -> None:
         c.add("names.crd-name", ("metadata", "name"), f"{name!r} is not a DNS subdomain")
 
 
-def _versions(c: _Checker, spec: dict[str, Any]) -> None:
+def _versions(c: _Checker, spec: dict[str, Any], crd_status: Any = None) -> None:
     versions = spec.get("versions")
     if not isinstance(versions, list) or not versions:
         c.add("versions.required", ("spec", "versions"), "at least one version is required")
@@ -384,6 +386,12 @@ def _versions(c: _Checker, spec: dict[str, Any]) -> None:
             elif len(str(v["deprecationWarning"])) > 256:
                 c.add("versions.deprecation", (*path, "deprecationWarning"), "at most 256 characters")
         _version(c, v, path)
+    stored = (crd_status.get("storedVersions") or []) if isinstance(crd_status, dict) else []
+    for i, name in enumerate(stored):
+        if name not in seen:
+            c.add("versions.stored", ("status", "storedVersions", i),
+                  f"version {name} holds stored objects (status.storedVersions): keep it in spec.versions until "
+                  "they are migrated")
     if len(storage) != 1:
         c.add("versions.storage", ("spec", "versions"),
               f"exactly one version must have storage: true, found {len(storage)}"

@@ -97,6 +97,8 @@ CASES = [
     ("version listed twice", "versions.unique", ("spec", "versions", 1, "name"), [(("spec", "versions", 1), None)]),
     ("column without name", "columns.name", (*V, "additionalPrinterColumns", 0),
      [((*V, "additionalPrinterColumns", 0, "name"), _DELETE)]),
+    ("stored version dropped", "versions.stored", ("status", "storedVersions", 1),
+     [(("status",), {"storedVersions": ["v1", "v1beta1"]})]),
     ("version name", "versions.name", (*V, "name"), [((*V, "name"), "V1")]),
     ("warning without deprecated", "versions.deprecation", (*V, "deprecationWarning"), [((*V, "deprecationWarning"), "x")]),
     ("preserveUnknownFields true", "spec.preserve-unknown-fields", ("spec", "preserveUnknownFields"),
