@@ -16,7 +16,7 @@ from typing import Any
 
 from k8sx.crd import assemble, markers, schema
 from k8sx.crd.documents import dump, load_file, load_text
-from k8sx.crd.validate import Problem, validate_documents
+from k8sx.crd.validate import Problem, schema_at, validate_documents
 from k8sx.errors import UsageError
 
 
@@ -111,8 +111,31 @@ def generate(req: Request, fmt: str = "yaml") -> Generated:
         root_validations=root_rules,
     )
     crd = assemble.build(opts)
+    built = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    if opts.scale:
+        for path in (opts.scale.spec_replicas_path, opts.scale.status_replicas_path):
+            if not _holds_integer(built, path):
+                notes.append(f"--scale: {path} is not an integer field of the schema, so the server prunes "
+                             f"it and scaling cannot work (add --field {path.lstrip('.')}:integer)")
     text = dump([crd], fmt)
     return Generated(crd, text, notes, validate_documents(load_text(text, "<generated>")))
+
+
+def _holds_integer(root: dict[str, Any], path: str) -> bool:
+    """Whether an integer at ``path`` survives pruning: declared as one, or under a node that keeps
+    unknown fields (such as the default open ``status``)."""
+    target = schema_at(root, path)
+    if target is not None:
+        return target.get("type") == "integer" or bool(target.get("x-kubernetes-int-or-string"))
+    parts = path.lstrip(".").split(".")
+    node: Any = root
+    for part in parts[:-1]:
+        node = (node.get("properties") or {}).get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return False
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            return True
+    return False
 
 
 def _overlay(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

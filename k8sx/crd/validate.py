@@ -442,7 +442,7 @@ def _version(c: _Checker, v: dict[str, Any], path: Path) -> None:
         if jp.startswith(".metadata"):
             c.add("selectable-fields", (*fpath, "jsonPath"), "must not point into metadata")
             continue
-        target = _schema_at(schema, jp) if schema else None
+        target = schema_at(schema, jp) if schema else None
         if target is None:
             c.add("selectable-fields", (*fpath, "jsonPath"), f"{jp} is not a field of the schema")
         elif target.get("type") not in ("string", "boolean", "integer"):
@@ -450,7 +450,8 @@ def _version(c: _Checker, v: dict[str, Any], path: Path) -> None:
                   f"{jp} is a {target.get('type', 'untyped field')}; it must be a string, boolean or integer")
 
 
-def _schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+def schema_at(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    """The schema of the field at a simple JSON path (``.spec.replicas``), or None if there is none."""
     if not json_path.startswith("."):
         return None
     node: Any = schema

@@ -287,3 +287,11 @@ def test_union_markers_become_cel(tmp_path):
     assert spec["x-kubernetes-validations"] == props["spec"]["x-kubernetes-validations"][:1]
     bad = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "--field", "spec:object:exactlyOneOf=a")
     assert bad.returncode == 2 and "two or more field names" in bad.stderr
+
+
+def test_scale_paths_must_survive_pruning():
+    ok = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "--field", "spec.replicas:integer", "--scale")
+    assert ok.returncode == 0 and ok.stderr == ""  # status is open by default: .status.replicas is kept
+    warn = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "--field", "spec.size:integer", "--scale")
+    assert warn.returncode == 0
+    assert "warning: --scale: .spec.replicas is not an integer field of the schema" in warn.stderr
