@@ -194,6 +194,7 @@ CASES = [
     ("unknown v1 field", "unknown-field", ("spec", "validation"), [(("spec", "validation"), {})]),
     ("names is a string", "shape", ("spec", "names"), [(("spec", "names"), "crontabs")]),
     ("required is a string", "shape", (*P, "ports", "items", "required"), [((*P, "ports", "items", "required"), "name")]),
+    ("not a CRD", "document", ("kind",), [(("kind",), "ConfigMap")]),
     ("v1beta1 document", "api-version", ("apiVersion",), [(("apiVersion",), "apiextensions.k8s.io/v1beta1")]),
 ]
 
@@ -215,7 +216,7 @@ def test_base_is_valid():
 
 def test_every_rule_has_a_case():
     covered = {rule for _, rule, _, _ in CASES}
-    assert set(RULES) - covered - {"document", "size.last-applied"} == set()
+    assert set(RULES) - covered - {"size.last-applied"} == set()  # a warning: test_big_crd_warns_but_passes
 
 
 @pytest.mark.parametrize("name, rule, path, changes", CASES, ids=[c[0] for c in CASES])
