@@ -44,9 +44,8 @@ def validate(
             if not (quiet and p.severity != "error"):
                 sys.stdout.write(f"{p}\n")
         if not quiet:
-            bad = len({(p.where.rsplit(':', 1)[0], p.rule) for p in errors})
             sys.stderr.write(f"{len(docs)} document(s), {len(errors)} error(s), "
-                             f"{len(problems) - len(errors)} warning(s)\n" if bad or problems else
+                             f"{len(problems) - len(errors)} warning(s)\n" if problems else
                              f"{len(docs)} document(s) valid\n")
     else:
         render([{"where": p.where, "severity": p.severity, "rule": p.rule, "path": p.dotted(),
