@@ -40,7 +40,8 @@ class UDP(Backend):
         return True  # flanneld's udp backend does not look at the peer's BackendType
 
     def start(self, own: Lease) -> None:
-        tun_fd, name = open_tun("flannel%d")
+        lib = native_library()
+        tun_fd, name = open_tun("flannel%d", vnet_hdr=lib is not None)
         link = self.nl.link(name)
         assert link is not None
         self.nl.set_mtu(link.index, self.mtu)
@@ -49,7 +50,6 @@ class UDP(Backend):
             self.nl.add_address(link.index, addr)
         self.nl.set_up(link.index)
         self.nl.replace_route(self.config.network, None, link.index, scope=0)
-        lib = native_library()
         kind = Forwarder if lib is None else lambda *a: NativeForwarder(lib, *a)
         self.forwarder = kind(tun_fd, self.ext.ip, self.port, own.subnet.network_address, self.config.subnet_len)
         self.forwarder.start()

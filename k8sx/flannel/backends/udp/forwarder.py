@@ -33,14 +33,19 @@ log = logging.getLogger(__name__)
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
 BUF = 65536
 
 
-def open_tun(pattern: str) -> tuple[int, str]:
-    """Open a TUN device (``IFF_TUN|IFF_NO_PI``); the kernel fills ``%d`` (``flannel0``)."""
+def open_tun(pattern: str, vnet_hdr: bool = False) -> tuple[int, str]:
+    """Open a TUN device (``IFF_TUN|IFF_NO_PI``); the kernel fills ``%d`` (``flannel0``).
+
+    ``vnet_hdr``: packets carry a virtio-net header (the C proxy uses it for segmentation offload).
+    """
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
     try:
-        res = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", pattern.encode(), IFF_TUN | IFF_NO_PI))
+        res = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", pattern.encode(), flags))
     except OSError:
         os.close(fd)
         raise

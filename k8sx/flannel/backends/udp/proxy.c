@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -127,6 +128,24 @@ struct ctx {
     uint32_t own_be;
 };
 
+/* The TUN is opened with IFF_VNET_HDR and TCP segmentation offload: the kernel hands over TCP
+ * super-packets (up to 64 KB) which are cut here into MTU-sized packets, so the wire carries
+ * exactly what flanneld sends (one IP packet per datagram); received packets of one TCP flow are
+ * merged back into one super-packet before they enter the TUN. Per-packet kernel work (forwarding,
+ * netfilter, the bridge, the pod's TCP) then happens once per 64 KB instead of once per 1.4 KB. */
+struct vnet_hdr {
+    uint8_t flags, gso_type;
+    uint16_t hdr_len, gso_size, csum_start, csum_offset;
+};
+#define VNET_NEEDS_CSUM 1
+#define VNET_GSO_NONE 0
+#define VNET_GSO_TCPV4 1
+#define TUNSETOFFLOAD_ 0x400454d0
+#define TUN_F_CSUM_ 0x01
+#define TUN_F_TSO4_ 0x02
+#define SLOTS 64
+#define SLOT 2048
+
 static volatile int stopping;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -136,60 +155,174 @@ static void wait_readable(int fd) {
     poll(&p, 1, 200);
 }
 
-/* TUN -> UDP: up to BATCH packets read without blocking, then one sendmmsg. */
+static uint32_t sum16(const uint8_t *p, size_t n, uint32_t s) {
+    for (; n > 1; n -= 2, p += 2) s += (uint32_t)(p[0] << 8 | p[1]);
+    if (n) s += (uint32_t)(p[0] << 8);
+    return s;
+}
+
+static uint16_t fold(uint32_t s) {
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)s;
+}
+
+static void put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static uint32_t get32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t pseudo(const uint8_t *ip, uint32_t l4len, uint8_t proto) {
+    uint32_t s = sum16(ip + 12, 8, 0);
+    return s + proto + l4len;
+}
+
+static void ip_csum(uint8_t *ip, size_t ihl) {
+    ip[10] = ip[11] = 0;
+    put16(ip + 10, (uint16_t)~fold(sum16(ip, ihl, 0)));
+}
+
+struct outq {
+    uint8_t slot[SLOTS][SLOT];
+    struct mmsghdr msgs[SLOTS];
+    struct iovec iov[SLOTS];
+    struct sockaddr_in dest[SLOTS];
+    int n;
+};
+
+static void flush(struct ctx *c, struct outq *q) {
+    int sent = 0;
+    while (sent < q->n) {
+        int r = sendmmsg(c->sock, q->msgs + sent, (unsigned)(q->n - sent), 0);
+        if (r > 0) {
+            sent += r;
+        } else if (errno == EAGAIN || errno == ENOBUFS) {
+            struct pollfd p = {c->sock, POLLOUT, 0};
+            poll(&p, 1, 50);
+        } else {
+            sent++; /* unreachable peer and the like: drop this one, as the kernel would */
+        }
+    }
+    q->n = 0;
+}
+
+/* Queue one finished IP packet (already in q->slot[q->n]) for dest. */
+static void queue(struct ctx *c, struct outq *q, size_t len, const struct sockaddr_in *to) {
+    int k = q->n;
+    q->dest[k] = *to;
+    q->iov[k].iov_base = q->slot[k];
+    q->iov[k].iov_len = len;
+    memset(&q->msgs[k], 0, sizeof q->msgs[k]);
+    q->msgs[k].msg_hdr.msg_iov = &q->iov[k];
+    q->msgs[k].msg_hdr.msg_iovlen = 1;
+    q->msgs[k].msg_hdr.msg_name = &q->dest[k];
+    q->msgs[k].msg_hdr.msg_namelen = sizeof q->dest[k];
+    if (++q->n == SLOTS) flush(c, q);
+}
+
+/* One packet read from the TUN: finish its checksum or cut it into segments, then queue each. */
+static void from_tun(struct ctx *c, struct outq *q, const struct vnet_hdr *h, uint8_t *pkt, size_t n) {
+    if (n < 20 || (pkt[0] >> 4) != 4) return;
+    uint32_t dst;
+    memcpy(&dst, pkt + 16, 4);
+    struct sockaddr_in to;
+    pthread_mutex_lock(&table_lock);
+    const struct sockaddr_in *r = lookup(ntohl(dst));
+    if (r) to = *r;
+    pthread_mutex_unlock(&table_lock);
+    if (!r) {
+        unreachable(c->tun, pkt, (ssize_t)n, c->own_be);
+        return;
+    }
+    size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
+    if (h->gso_type == VNET_GSO_TCPV4 && pkt[9] == 6 && n > ihl + 20) {
+        size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4, hl = ihl + thl, mss = h->gso_size;
+        if (mss == 0 || hl + mss > SLOT || n <= hl) return;
+        uint32_t seq = get32(pkt + ihl + 4);
+        uint16_t id = get16(pkt + 4);
+        uint8_t flags = pkt[ihl + 13];
+        for (size_t off = hl, i = 0; off < n; off += mss, i++) {
+            size_t len = n - off < mss ? n - off : mss;
+            uint8_t *s = q->slot[q->n];
+            memcpy(s, pkt, hl);
+            memcpy(s + hl, pkt + off, len);
+            put16(s + 2, (uint16_t)(hl + len));
+            put16(s + 4, (uint16_t)(id + i));
+            put32(s + ihl + 4, seq + (uint32_t)(off - hl));
+            uint8_t f = flags;
+            if (off + len < n) f &= (uint8_t)~0x09; /* FIN and PSH only on the last segment */
+            if (i > 0) f &= (uint8_t)~0x80;          /* CWR only on the first */
+            s[ihl + 13] = f;
+            if (!ttl_step(s, (ssize_t)(hl + len))) return;
+            ip_csum(s, ihl);
+            s[ihl + 16] = s[ihl + 17] = 0;
+            uint32_t sum = sum16(s + ihl, thl + len, pseudo(s, (uint32_t)(thl + len), 6));
+            put16(s + ihl + 16, (uint16_t)~fold(sum));
+            queue(c, q, hl + len, &to);
+        }
+        return;
+    }
+    if (n > SLOT) return;
+    uint8_t *s = q->slot[q->n];
+    memcpy(s, pkt, n);
+    if (h->flags & VNET_NEEDS_CSUM && (size_t)h->csum_start + h->csum_offset + 2 <= n) {
+        uint8_t *field = s + h->csum_start + h->csum_offset;
+        uint32_t sum = sum16(s + h->csum_start, n - h->csum_start, 0); /* the field holds the pseudo-header sum */
+        (void)field;
+        uint16_t v = (uint16_t)~fold(sum);
+        put16(field, v ? v : (s[9] == 17 ? 0xffff : 0));
+    }
+    if (ttl_step(s, (ssize_t)n)) queue(c, q, n, &to);
+}
+
 static void *tun_to_net(void *arg) {
     struct ctx *c = arg;
-    static uint8_t bufs[BATCH][65536];
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
-    struct sockaddr_in dest[BATCH];
+    static uint8_t buf[65536 + sizeof(struct vnet_hdr)];
+    static struct outq q;
     while (!stopping) {
         int k = 0;
-        while (k < BATCH) {
-            ssize_t n = read(c->tun, bufs[k], sizeof bufs[k]);
-            if (n < 0) break;
-            if (n < 20) continue;
-            uint32_t dst;
-            memcpy(&dst, bufs[k] + 16, 4);
-            pthread_mutex_lock(&table_lock);
-            const struct sockaddr_in *to = lookup(ntohl(dst));
-            if (to) dest[k] = *to;
-            pthread_mutex_unlock(&table_lock);
-            if (!to) {
-                unreachable(c->tun, bufs[k], n, c->own_be);
-                continue;
-            }
-            if (!ttl_step(bufs[k], n)) continue;
-            iov[k].iov_base = bufs[k];
-            iov[k].iov_len = (size_t)n;
-            memset(&msgs[k], 0, sizeof msgs[k]);
-            msgs[k].msg_hdr.msg_iov = &iov[k];
-            msgs[k].msg_hdr.msg_iovlen = 1;
-            msgs[k].msg_hdr.msg_name = &dest[k];
-            msgs[k].msg_hdr.msg_namelen = sizeof dest[k];
-            k++;
+        for (; k < BATCH; k++) {
+            ssize_t n = read(c->tun, buf, sizeof buf);
+            if (n < (ssize_t)sizeof(struct vnet_hdr)) break;
+            struct vnet_hdr h;
+            memcpy(&h, buf, sizeof h);
+            from_tun(c, &q, &h, buf + sizeof h, (size_t)n - sizeof h);
         }
-        int sent = 0;
-        while (sent < k) {
-            int r = sendmmsg(c->sock, msgs + sent, (unsigned)(k - sent), 0);
-            if (r > 0) {
-                sent += r;
-            } else if (errno == EAGAIN || errno == ENOBUFS) {
-                struct pollfd p = {c->sock, POLLOUT, 0};
-                poll(&p, 1, 50);
-            } else {
-                sent++; /* unreachable peer and the like: drop this one, as the kernel would */
-            }
-        }
+        if (q.n) flush(c, &q);
         if (k == 0) wait_readable(c->tun);
     }
     return NULL;
 }
 
-/* UDP -> TUN: recvmmsg in batches, each packet written into the TUN. */
+/* Whether b continues a's TCP flow so that both fit in one super-packet (same addresses, ports,
+ * header sizes and options, only ACK/PSH set, b's sequence right after a's data). */
+static int continues(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, size_t mss) {
+    if ((a[0] != 0x45) || b[0] != 0x45 || a[9] != 6 || b[9] != 6) return 0;
+    if (memcmp(a + 12, b + 12, 8) || memcmp(a + 20, b + 20, 4)) return 0;
+    if ((a[6] & 0x3f) || a[7] || (b[6] & 0x3f) || b[7]) return 0;   /* fragments */
+    size_t thl = (size_t)(a[32] >> 4) * 4;
+    if (thl != (size_t)(b[32] >> 4) * 4 || memcmp(a + 40, b + 40, thl - 20)) return 0;
+    if ((a[33] & ~0x10) || (b[33] & ~0x18)) return 0;                /* a: ACK only; b: ACK, PSH */
+    if (memcmp(a + 28, b + 28, 4) || memcmp(a + 34, b + 34, 2)) return 0; /* same ack and window */
+    size_t apay = alen - 20 - thl;
+    if (apay != mss || blen - 20 - thl > mss || blen <= 20 + thl) return 0;
+    return get32(b + 24) == get32(a + 24) + (uint32_t)apay;
+}
+
 static void *net_to_tun(void *arg) {
     struct ctx *c = arg;
-    static uint8_t bufs[BATCH][65536];
+    enum { HDR = sizeof(struct vnet_hdr) };
+    static uint8_t bufs[BATCH][SLOT];
+    static uint8_t big[HDR + 65535];
     struct mmsghdr msgs[BATCH];
     struct iovec iov[BATCH];
     for (int i = 0; i < BATCH; i++) {
@@ -207,8 +340,61 @@ static void *net_to_tun(void *arg) {
             wait_readable(c->sock);
             continue;
         }
-        for (int i = 0; i < r; i++)
-            if (ttl_step(bufs[i], msgs[i].msg_len)) (void)!write(c->tun, bufs[i], msgs[i].msg_len);
+        for (int i = 0; i < r;) {
+            uint8_t *p = bufs[i];
+            size_t n = msgs[i].msg_len;
+            if (!ttl_step(p, (ssize_t)n)) {
+                i++;
+                continue;
+            }
+            int j = i + 1;
+            size_t total = n, mss = 0;
+            if (n > 40 && p[0] == 0x45 && p[9] == 6) {
+                size_t thl = (size_t)(p[32] >> 4) * 4;
+                mss = n - 20 - thl;
+                const uint8_t *last = p;
+                size_t lastn = n;
+                while (j < r && mss && total + msgs[j].msg_len - 20 - thl <= 65535 &&
+                       continues(last, lastn, bufs[j], msgs[j].msg_len, mss) &&
+                       ttl_step(bufs[j], (ssize_t)msgs[j].msg_len)) {
+                    total += msgs[j].msg_len - 20 - thl;
+                    last = bufs[j];
+                    lastn = msgs[j].msg_len;
+                    j++;
+                    if (lastn - 20 - thl < mss) break; /* a short segment ends the run */
+                }
+            }
+            struct vnet_hdr h;
+            memset(&h, 0, sizeof h);
+            if (j == i + 1) {
+                memcpy(big, &h, HDR);
+                memcpy(big + HDR, p, n);
+                (void)!write(c->tun, big, HDR + n);
+                i++;
+                continue;
+            }
+            size_t thl = (size_t)(p[32] >> 4) * 4, hl = 20 + thl, off = HDR + hl;
+            memcpy(big + HDR, p, hl);
+            for (int k = i; k < j; k++) {
+                size_t pay = msgs[k].msg_len - hl;
+                memcpy(big + off, bufs[k] + hl, pay);
+                off += pay;
+            }
+            uint8_t *ip = big + HDR;
+            ip[33] |= bufs[j - 1][33] & 0x08; /* PSH of the last segment */
+            put16(ip + 2, (uint16_t)total);
+            ip_csum(ip, 20);
+            put16(ip + 36, fold(pseudo(ip, (uint32_t)(total - 20), 6)));
+            h.flags = VNET_NEEDS_CSUM;
+            h.gso_type = VNET_GSO_TCPV4;
+            h.hdr_len = (uint16_t)hl;
+            h.gso_size = (uint16_t)mss;
+            h.csum_start = 20;
+            h.csum_offset = 16;
+            memcpy(big, &h, HDR);
+            (void)!write(c->tun, big, off);
+            i = j;
+        }
     }
     return NULL;
 }
@@ -220,6 +406,7 @@ int k8sx_udp_proxy(int tun, int sock, int ctl, uint32_t own_be) {
     fcntl(tun, F_SETFL, fcntl(tun, F_GETFL) | O_NONBLOCK);
     fcntl(sock, F_SETFL, fcntl(sock, F_GETFL) | O_NONBLOCK);
     stopping = 0;
+    if (ioctl(tun, TUNSETOFFLOAD_, TUN_F_CSUM_ | TUN_F_TSO4_) < 0) return -errno;
     if (pthread_create(&a, NULL, tun_to_net, &c)) return -errno;
     if (pthread_create(&b, NULL, net_to_tun, &c)) {
         stopping = 1;
