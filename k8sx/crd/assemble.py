@@ -123,6 +123,7 @@ class CRDOptions:
     annotations: dict[str, str] = field(default_factory=dict)
     max_desc_len: int | None = None
     root_validations: list[dict[str, Any]] = field(default_factory=list)
+    version_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # a version's own fields
 
 
 def _check(opts: CRDOptions) -> None:
@@ -140,9 +141,10 @@ def _check(opts: CRDOptions) -> None:
         raise UsageError(f"--scope must be Namespaced or Cluster, not {opts.scope}")
 
 
-def root_schema(opts: CRDOptions) -> dict[str, Any]:
-    """The version's openAPIV3Schema: apiVersion, kind, metadata plus the object's own fields."""
-    body = opts.schema
+def root_schema(opts: CRDOptions, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A version's openAPIV3Schema: apiVersion, kind, metadata plus the object's own fields (``body``,
+    default the CRD's schema)."""
+    body = opts.schema if body is None else body
     props: dict[str, Any] = {
         "apiVersion": {"description": "APIVersion defines the versioned schema of this representation of an "
                                       "object.", "type": "string"},
@@ -199,6 +201,9 @@ def build(opts: CRDOptions) -> dict[str, Any]:
     storage = opts.storage_version or opts.versions[0]
     schema = root_schema(opts)
     versions = []
+    for name in opts.version_schemas:
+        if name not in opts.versions:
+            raise UsageError(f"a schema is given for version {name}, which is not one of {', '.join(opts.versions)}")
     for name in opts.versions:
         v: dict[str, Any] = {"name": name, "served": name not in opts.unserved, "storage": name == storage}
         if name in opts.deprecated:
@@ -207,7 +212,8 @@ def build(opts: CRDOptions) -> dict[str, Any]:
                 v["deprecationWarning"] = opts.deprecated[name]
         if opts.columns:
             v["additionalPrinterColumns"] = [c.to_dict() for c in opts.columns]
-        v["schema"] = {"openAPIV3Schema": schema}
+        own = opts.version_schemas.get(name)
+        v["schema"] = {"openAPIV3Schema": schema if own is None else root_schema(opts, own)}
         if opts.selectable_fields:
             v["selectableFields"] = [{"jsonPath": p} for p in opts.selectable_fields]
         sub: dict[str, Any] = {}

@@ -56,6 +56,7 @@ class Request:
     max_desc_len: int | None = None
     from_model: str | None = None
     from_sample: str | None = None
+    version_models: list[str] = field(default_factory=list)  # VERSION=MODULE:CLASS
 
 
 @dataclass
@@ -100,6 +101,14 @@ def generate(req: Request, fmt: str = "yaml") -> Generated:
         raise UsageError("--kind is required (e.g. --kind CronTab)")
     versions = versions or ["v1"]
     root_rules = _apply_rules(root, req.rules)
+    version_schemas = {}
+    for item in req.version_models:
+        name, eq, ref = item.partition("=")
+        if not eq or not name or not ref:
+            raise UsageError(f"--version-model {item}: expected VERSION=MODULE:CLASS")
+        version_schemas[name] = schema.from_model(schema.import_object(ref))
+        if name not in versions:
+            versions.append(name)
     opts = assemble.CRDOptions(
         group=group, kind=kind, versions=versions, schema=root, plural=req.plural, singular=req.singular,
         list_kind=req.list_kind, short_names=list(req.short_names), categories=list(req.categories),
@@ -108,7 +117,7 @@ def generate(req: Request, fmt: str = "yaml") -> Generated:
         status=req.status, scale=_scale(req), selectable_fields=list(req.selectable_fields),
         webhook=_webhook(req), labels=assemble.parse_pairs(req.labels, "--label"),
         annotations=assemble.parse_pairs(req.annotations, "--annotation"), max_desc_len=req.max_desc_len,
-        root_validations=root_rules,
+        root_validations=root_rules, version_schemas=version_schemas,
     )
     crd = assemble.build(opts)
     built = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]

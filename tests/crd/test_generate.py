@@ -295,3 +295,21 @@ def test_scale_paths_must_survive_pruning():
     warn = k8sx("crd", "generate", "-g", "a.example.com", "-k", "Job", "--field", "spec.size:integer", "--scale")
     assert warn.returncode == 0
     assert "warning: --scale: .spec.replicas is not an integer field of the schema" in warn.stderr
+
+
+def test_a_version_with_its_own_model(tmp_path):
+    """Two versions, two schemas (what a conversion webhook converts between), one storage version."""
+    r = k8sx("crd", "generate", "--from-model", "appservice_model:AppService", "-g", "app.example.com",
+             "--version", "v1", "--version-model", "v1alpha1=appservice_model:AppServiceSpecDC",
+             "--deprecated-version", "v1alpha1=use v1", "--webhook-service", "apps/convert", "-o", "json", cwd=DATA)
+    assert r.returncode == 0, r.stderr
+    versions = json.loads(r.stdout)["spec"]["versions"]
+    specs = {v["name"]: v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"] for v in versions}
+    assert sorted(specs["v1"]) == ["image", "ports", "size"] and sorted(specs["v1alpha1"]) == ["image", "size", "tags"]
+    assert [(v["name"], v["storage"], v.get("deprecationWarning")) for v in versions] == [
+        ("v1", True, None), ("v1alpha1", False, "use v1")]
+    out = tmp_path / "k8sxtd-two.json"
+    out.write_text(r.stdout)
+    assert k8sx("crd", "validate", str(out)).returncode == 0
+    bad = k8sx("crd", "generate", "-g", "a.example.com", "-k", "X", "--version-model", "v2", cwd=DATA)
+    assert bad.returncode == 2 and "expected VERSION=MODULE:CLASS" in bad.stderr

@@ -77,6 +77,9 @@ def generate(
     from_sample: Annotated[str | None, _opt("--from-sample", metavar="FILE",
                                             help="Schema, group, version and kind inferred from sample "
                                                  "objects.", panel=_SCHEMA)] = None,
+    version_model: Annotated[Many, _opt("--version-model", metavar="VERSION=MODULE:CLASS",
+                                        help="A version with its own model (the others use the main schema); "
+                                             "repeatable.", panel=_SCHEMA)] = None,
     max_desc_len: Annotated[int | None, _opt("--max-desc-len", help="Cut descriptions (0 drops them).",
                                              panel=_SCHEMA)] = None,
     column: Annotated[Many, _opt("--column", metavar="NAME:TYPE:JSONPATH[:format=..,priority=..]",
@@ -138,6 +141,7 @@ def generate(
         webhook_path=webhook_path, webhook_port=webhook_port, webhook_ca_bundle=webhook_ca_bundle,
         review_versions=conversion_review_version or [], labels=label or [], annotations=annotation or [],
         max_desc_len=max_desc_len, from_model=from_model, from_sample=from_sample,
+        version_models=version_model or [],
     )
     result = gen.generate(req, output.value)
     for note in result.notes:
