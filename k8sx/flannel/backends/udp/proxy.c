@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -144,6 +145,15 @@ struct vnet_hdr {
 #define TUN_F_CSUM_ 0x01
 #define TUN_F_TSO4_ 0x02
 #define SLOTS 64
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 #define SLOT 2048
 
 static volatile int stopping;
@@ -229,6 +239,36 @@ static void queue(struct ctx *c, struct outq *q, size_t len, const struct sockad
     if (++q->n == SLOTS) flush(c, q);
 }
 
+/* Equal-sized packets laid end to end, sent as one UDP_SEGMENT write: the kernel makes one
+ * datagram of each (segmenting as late as the device allows), so the wire is unchanged. */
+static void send_segments(struct ctx *c, uint8_t *buf, size_t len, size_t seg, const struct sockaddr_in *to) {
+    char ctrl[CMSG_SPACE(sizeof(uint16_t))];
+    struct iovec iov = {buf, len};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    memset(ctrl, 0, sizeof ctrl);
+    m.msg_name = (void *)to;
+    m.msg_namelen = sizeof *to;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (len > seg) {
+        m.msg_control = ctrl;
+        m.msg_controllen = sizeof ctrl;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t g = (uint16_t)seg;
+        memcpy(CMSG_DATA(cm), &g, sizeof g);
+    }
+    for (int tries = 0; tries < 100; tries++) {
+        if (sendmsg(c->sock, &m, 0) >= 0) return;
+        if (errno != EAGAIN && errno != ENOBUFS) return;
+        struct pollfd p = {c->sock, POLLOUT, 0};
+        poll(&p, 1, 50);
+    }
+}
+
 /* One packet read from the TUN: finish its checksum or cut it into segments, then queue each. */
 static void from_tun(struct ctx *c, struct outq *q, const struct vnet_hdr *h, uint8_t *pkt, size_t n) {
     if (n < 20 || (pkt[0] >> 4) != 4) return;
@@ -246,29 +286,37 @@ static void from_tun(struct ctx *c, struct outq *q, const struct vnet_hdr *h, ui
     size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
     if (h->gso_type == VNET_GSO_TCPV4 && pkt[9] == 6 && n > ihl + 20) {
         size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4, hl = ihl + thl, mss = h->gso_size;
-        if (mss == 0 || hl + mss > SLOT || n <= hl) return;
+        if (mss == 0 || hl + mss > SLOT || n <= hl || !ttl_step(pkt, (ssize_t)n)) return;
+        if (q->n) flush(c, q); /* keep the flow in order */
+        static uint8_t out[65536];
         uint32_t seq = get32(pkt + ihl + 4);
         uint16_t id = get16(pkt + 4);
         uint8_t flags = pkt[ihl + 13];
+        size_t used = 0, segs = 0;
         for (size_t off = hl, i = 0; off < n; off += mss, i++) {
             size_t len = n - off < mss ? n - off : mss;
-            uint8_t *s = q->slot[q->n];
-            memcpy(s, pkt, hl);
-            memcpy(s + hl, pkt + off, len);
-            put16(s + 2, (uint16_t)(hl + len));
-            put16(s + 4, (uint16_t)(id + i));
-            put32(s + ihl + 4, seq + (uint32_t)(off - hl));
+            if (used + hl + len > 65000 || segs == 64) {
+                send_segments(c, out, used, hl + mss, &to);
+                used = segs = 0;
+            }
+            uint8_t *sg = out + used;
+            memcpy(sg, pkt, hl);
+            memcpy(sg + hl, pkt + off, len);
+            put16(sg + 2, (uint16_t)(hl + len));
+            put16(sg + 4, (uint16_t)(id + i));
+            put32(sg + ihl + 4, seq + (uint32_t)(off - hl));
             uint8_t f = flags;
             if (off + len < n) f &= (uint8_t)~0x09; /* FIN and PSH only on the last segment */
             if (i > 0) f &= (uint8_t)~0x80;          /* CWR only on the first */
-            s[ihl + 13] = f;
-            if (!ttl_step(s, (ssize_t)(hl + len))) return;
-            ip_csum(s, ihl);
-            s[ihl + 16] = s[ihl + 17] = 0;
-            uint32_t sum = sum16(s + ihl, thl + len, pseudo(s, (uint32_t)(thl + len), 6));
-            put16(s + ihl + 16, (uint16_t)~fold(sum));
-            queue(c, q, hl + len, &to);
+            sg[ihl + 13] = f;
+            ip_csum(sg, ihl);
+            sg[ihl + 16] = sg[ihl + 17] = 0;
+            uint32_t sum = sum16(sg + ihl, thl + len, pseudo(sg, (uint32_t)(thl + len), 6));
+            put16(sg + ihl + 16, (uint16_t)~fold(sum));
+            used += hl + len;
+            segs++;
         }
+        if (used) send_segments(c, out, used, hl + mss, &to);
         return;
     }
     if (n > SLOT) return;
@@ -318,81 +366,104 @@ static int continues(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
     return get32(b + 24) == get32(a + 24) + (uint32_t)apay;
 }
 
+#define RB 8
+#define MAXP (RB * 64)
+
+/* Write packets [i, j) of one flow into the TUN: alone as they are, or merged into one super-packet. */
+static void to_tun(struct ctx *c, uint8_t **pk, size_t *ln, int i, int j, size_t mss) {
+    enum { HDR = sizeof(struct vnet_hdr) };
+    static uint8_t big[HDR + 65535];
+    struct vnet_hdr h;
+    memset(&h, 0, sizeof h);
+    if (j == i + 1) {
+        memcpy(big, &h, HDR);
+        memcpy(big + HDR, pk[i], ln[i]);
+        (void)!write(c->tun, big, HDR + ln[i]);
+        return;
+    }
+    uint8_t *p = pk[i];
+    size_t thl = (size_t)(p[32] >> 4) * 4, hl = 20 + thl, off = HDR + hl;
+    memcpy(big + HDR, p, hl);
+    for (int k = i; k < j; k++) {
+        memcpy(big + off, pk[k] + hl, ln[k] - hl);
+        off += ln[k] - hl;
+    }
+    uint8_t *ip = big + HDR;
+    ip[33] |= pk[j - 1][33] & 0x08; /* PSH of the last segment */
+    put16(ip + 2, (uint16_t)(off - HDR));
+    ip_csum(ip, 20);
+    put16(ip + 36, fold(pseudo(ip, (uint32_t)(off - HDR - 20), 6)));
+    h.flags = VNET_NEEDS_CSUM;
+    h.gso_type = VNET_GSO_TCPV4;
+    h.hdr_len = (uint16_t)hl;
+    h.gso_size = (uint16_t)mss;
+    h.csum_start = 20;
+    h.csum_offset = 16;
+    memcpy(big, &h, HDR);
+    (void)!write(c->tun, big, off);
+}
+
+/* UDP -> TUN: recvmmsg with UDP_GRO (the kernel hands over runs of datagrams of one sender at
+ * once), split into IP packets, consecutive segments of one TCP flow merged, written to the TUN. */
 static void *net_to_tun(void *arg) {
     struct ctx *c = arg;
-    enum { HDR = sizeof(struct vnet_hdr) };
-    static uint8_t bufs[BATCH][SLOT];
-    static uint8_t big[HDR + 65535];
-    struct mmsghdr msgs[BATCH];
-    struct iovec iov[BATCH];
-    for (int i = 0; i < BATCH; i++) {
+    static uint8_t bufs[RB][65536];
+    static char ctrl[RB][CMSG_SPACE(sizeof(int))];
+    static uint8_t *pk[MAXP];
+    static size_t ln[MAXP];
+    struct mmsghdr msgs[RB];
+    struct iovec iov[RB];
+    int one = 1;
+    setsockopt(c->sock, SOL_UDP, UDP_GRO, &one, sizeof one); /* best effort: without it, one datagram per read */
+    for (int i = 0; i < RB; i++) {
         iov[i].iov_base = bufs[i];
         iov[i].iov_len = sizeof bufs[i];
     }
     while (!stopping) {
-        for (int i = 0; i < BATCH; i++) {
+        for (int i = 0; i < RB; i++) {
             memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
             msgs[i].msg_hdr.msg_iov = &iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_control = ctrl[i];
+            msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
         }
-        int r = recvmmsg(c->sock, msgs, BATCH, MSG_DONTWAIT, NULL);
+        int r = recvmmsg(c->sock, msgs, RB, MSG_DONTWAIT, NULL);
         if (r <= 0) {
             wait_readable(c->sock);
             continue;
         }
-        for (int i = 0; i < r;) {
-            uint8_t *p = bufs[i];
-            size_t n = msgs[i].msg_len;
-            if (!ttl_step(p, (ssize_t)n)) {
-                i++;
-                continue;
+        int np = 0;
+        for (int m = 0; m < r; m++) {
+            size_t len = msgs[m].msg_len, seg = len;
+            for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[m].msg_hdr); cm; cm = CMSG_NXTHDR(&msgs[m].msg_hdr, cm))
+                if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+                    int g;
+                    memcpy(&g, CMSG_DATA(cm), sizeof g);
+                    if (g > 0) seg = (size_t)g;
+                }
+            for (size_t off = 0; off < len && np < MAXP; off += seg) {
+                size_t n = len - off < seg ? len - off : seg;
+                if (!ttl_step(bufs[m] + off, (ssize_t)n)) continue;
+                pk[np] = bufs[m] + off;
+                ln[np++] = n;
             }
+        }
+        for (int i = 0; i < np;) {
+            uint8_t *p = pk[i];
+            size_t n = ln[i];
             int j = i + 1;
-            size_t total = n, mss = 0;
+            size_t mss = 0;
             if (n > 40 && p[0] == 0x45 && p[9] == 6) {
-                size_t thl = (size_t)(p[32] >> 4) * 4;
-                mss = n - 20 - thl;
-                const uint8_t *last = p;
-                size_t lastn = n;
-                while (j < r && mss && total + msgs[j].msg_len - 20 - thl <= 65535 &&
-                       continues(last, lastn, bufs[j], msgs[j].msg_len, mss) &&
-                       ttl_step(bufs[j], (ssize_t)msgs[j].msg_len)) {
-                    total += msgs[j].msg_len - 20 - thl;
-                    last = bufs[j];
-                    lastn = msgs[j].msg_len;
+                size_t thl = (size_t)(p[32] >> 4) * 4, total = n;
+                mss = n > 20 + thl ? n - 20 - thl : 0;
+                while (j < np && mss && total + ln[j] - 20 - thl <= 65535 &&
+                       continues(pk[j - 1], ln[j - 1], pk[j], ln[j], mss)) {
+                    total += ln[j] - 20 - thl;
                     j++;
-                    if (lastn - 20 - thl < mss) break; /* a short segment ends the run */
+                    if (ln[j - 1] - 20 - thl < mss) break; /* a short segment ends the run */
                 }
             }
-            struct vnet_hdr h;
-            memset(&h, 0, sizeof h);
-            if (j == i + 1) {
-                memcpy(big, &h, HDR);
-                memcpy(big + HDR, p, n);
-                (void)!write(c->tun, big, HDR + n);
-                i++;
-                continue;
-            }
-            size_t thl = (size_t)(p[32] >> 4) * 4, hl = 20 + thl, off = HDR + hl;
-            memcpy(big + HDR, p, hl);
-            for (int k = i; k < j; k++) {
-                size_t pay = msgs[k].msg_len - hl;
-                memcpy(big + off, bufs[k] + hl, pay);
-                off += pay;
-            }
-            uint8_t *ip = big + HDR;
-            ip[33] |= bufs[j - 1][33] & 0x08; /* PSH of the last segment */
-            put16(ip + 2, (uint16_t)total);
-            ip_csum(ip, 20);
-            put16(ip + 36, fold(pseudo(ip, (uint32_t)(total - 20), 6)));
-            h.flags = VNET_NEEDS_CSUM;
-            h.gso_type = VNET_GSO_TCPV4;
-            h.hdr_len = (uint16_t)hl;
-            h.gso_size = (uint16_t)mss;
-            h.csum_start = 20;
-            h.csum_offset = 16;
-            memcpy(big, &h, HDR);
-            (void)!write(c->tun, big, off);
+            to_tun(c, pk, ln, i, j, mss);
             i = j;
         }
     }
