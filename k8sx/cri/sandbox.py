@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,10 +302,12 @@ class Sandboxes:
 
     # ---- lifecycle --------------------------------------------------------------------------------------
 
-    def create(self, pod: PodRecord, spec: SandboxSpec) -> None:
+    def create(self, pod: PodRecord, spec: SandboxSpec, save: Callable[[PodRecord], None] | None = None) -> None:
         """Pin namespaces, write hostname/resolv.conf/hosts, attach the network; fills ``pod``.
 
-        On failure everything already done is undone before the error propagates.
+        ``save(pod)`` is called once the namespaces exist and just before the CNI ADD, so that a
+        server killed half-way has recorded what :meth:`remove` must undo. On failure everything
+        already done is undone before the error propagates.
         """
         netconf = None if spec.host_network else self.default_network()
         pod.dir = os.path.join(self.dir, pod.id)
@@ -327,7 +330,9 @@ class Sandboxes:
                 pod.namespaces["pid"], pod.pid_init = self._start_pid_init(ns_dir)
             self._write_files(pod, spec, hostname)
             if netconf is not None:
-                self._attach(pod, spec, netconf)
+                self._attach(pod, spec, netconf, save)
+            elif save is not None:
+                save(pod)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.remove(pod)
@@ -376,7 +381,8 @@ class Sandboxes:
         return RuntimeConf(container_id=pod.id, netns=pod.namespaces.get("net", ""), ifname=pod.ifname,
                            args=[(k, v) for k, v in pod.cni_args], capability_args=pod.cni_capability_args)
 
-    def _attach(self, pod: PodRecord, spec: SandboxSpec, netconf: Any) -> None:
+    def _attach(self, pod: PodRecord, spec: SandboxSpec, netconf: Any,
+                save: Callable[[PodRecord], None] | None) -> None:
         from k8sx.cni.types import CNIError
 
         caps: dict[str, Any] = {}
@@ -387,6 +393,8 @@ class Sandboxes:
         pod.cni_capability_args = caps
         pod.cni_args = [["IgnoreUnknown", "1"], *([k, v] for k, v in spec.cni_args)]
         pod.network = netconf.name
+        if save is not None:
+            save(pod)
         try:
             result = self.runner.add_network(netconf, self._rt(pod))
         except CNIError as e:
@@ -395,13 +403,17 @@ class Sandboxes:
 
     def detach(self, pod: PodRecord) -> None:
         """CNI DEL of the pod's attachment, with the configuration it was added with; safe to repeat."""
-        if not pod.network:
-            return
         from k8sx.cni import cache
         from k8sx.cni.conf import conf_list_from_bytes
         from k8sx.cni.types import CNIError
 
         cache_dir = self.runner._cache_dir()
+        if not pod.network:  # a server killed during RunPodSandbox: find the attachment by the pod's id
+            found = cache.attachments(cache_dir, pod.id)
+            if not found:
+                return
+            pod.network, pod.ifname = found[0].network, found[0].ifname
+            pod.namespaces.setdefault("net", os.path.join(self.dir, pod.id, "ns", "net"))
         entry = cache.read(cache_dir, pod.network, pod.id, pod.ifname)
         try:
             if entry is not None:
@@ -444,10 +456,15 @@ class Sandboxes:
         pod.pid_init = 0
 
     def remove(self, pod: PodRecord) -> None:
-        """Stop, then unpin the namespaces and delete the pod's files. Idempotent."""
+        """Stop, then unpin the namespaces and delete the pod's files. Idempotent, and complete even for
+        a pod whose record missed its paths (the server was killed while creating it)."""
         self.stop(pod)
-        if pod.dir:
-            for path in pod.namespaces.values():
-                unmount(path)
-            shutil.rmtree(pod.dir, ignore_errors=True)
+        pod_dir = os.path.join(self.dir, pod.id)
+        ns_dir = os.path.join(pod_dir, "ns")
+        paths = set(pod.namespaces.values())
+        with contextlib.suppress(OSError):
+            paths.update(os.path.join(ns_dir, name) for name in os.listdir(ns_dir))
+        for path in paths:
+            unmount(path)
+        shutil.rmtree(pod_dir, ignore_errors=True)
         pod.namespaces = {}

@@ -54,6 +54,7 @@ class RuntimeNode:
         self.conf_dir = os.path.join(self.dir, "net.d")
         self.ipam_dir = os.path.join(self.dir, "ipam")
         self.cache_dir = os.path.join(self.dir, "cni-cache")
+        self.cni_bin = os.path.join(self.dir, "cni-bin")  # searched first: tests may add plugins here
         self.logs = os.path.join(self.dir, "logs")
         self.cgroup_parent = "/" + unique("s", 20)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -68,13 +69,13 @@ class RuntimeNode:
         ImageStore(os.path.join(self.root, "images")).import_archive(layout)
         self.start()
 
-    def write_conflist(self) -> None:
+    def write_conflist(self, extra: list[dict[str, Any]] | None = None) -> None:
         conf = {"cniVersion": "1.0.0", "name": "k8sxts", "plugins": [
             {"type": "bridge", "bridge": "k8sxtsbr0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": f"{self.subnet}.0/24"}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.ipam_dir}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
-            {"type": "loopback"}]}
+            {"type": "loopback"}, *(extra or [])]}
         with open(os.path.join(self.conf_dir, "10-k8sxts.conflist"), "w") as f:
             json.dump(conf, f)
 
@@ -85,7 +86,7 @@ class RuntimeNode:
         self.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", "--", bin_path("k8sx"), "runtime", "serve",
              "--listen", self.endpoint, "--root", self.root, "--state", self.state,
-             "--cni-conf-dir", self.conf_dir, "--cni-bin-dir", "/usr/lib/cni",
+             "--cni-conf-dir", self.conf_dir, "--cni-bin-dir", f"{self.cni_bin}:/usr/lib/cni",
              "--config", os.path.join(self.dir, "config.toml")],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()

@@ -10,14 +10,18 @@ addresses, iptables rules, veths, cgroups, processes), and a ``kill -9`` of the 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import shutil
+import signal
 import subprocess
 import time
 
 import pytest
 from runtimetools import RuntimeNode
+from support import bin_path
 
 WEB = ["sh", "-c", "echo started web; echo oops >&2; exec httpd -f -p 8080 -h /etc"]
 SLEEP = ["sleep", "3600"]
@@ -197,3 +201,56 @@ def test_outputs_are_crictls(runtime_node: RuntimeNode) -> None:
             assert ours == theirs, verb
     finally:
         n.cli("rmp", "-f", pod)
+
+
+SLOW_PLUGIN = """#!/bin/sh
+# k8sxts test plugin: ADD hangs (the server gets killed meanwhile), everything else succeeds
+case "$CNI_COMMAND" in
+  ADD) cat >/dev/null; echo $$ > "$0.pid"; exec sleep 120 ;;
+  VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
+esac
+exit 0
+"""
+
+
+def test_server_killed_during_runp_leaves_a_removable_pod(runtime_node: RuntimeNode) -> None:
+    """kill -9 while a CNI ADD is running: after a restart the pod is listed (not ready) and removing it
+    frees its namespaces and its address."""
+    n = runtime_node
+    os.makedirs(n.cni_bin, exist_ok=True)
+    plugin = os.path.join(n.cni_bin, "k8sxts-slow")
+    with open(plugin, "w") as f:
+        f.write(SLOW_PLUGIN)
+    os.chmod(plugin, 0o755)
+    n.write_conflist(extra=[{"type": "k8sxts-slow"}])
+    runp = subprocess.Popen([bin_path("k8sx"), "runtime", "-r", n.endpoint, "-t", "60s", "runp",
+                             n.pod_config("k8sxts-crash")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(plugin + ".pid"):
+            assert time.monotonic() < deadline, "the slow plugin never ran"
+            assert runp.poll() is None, runp.communicate()
+            time.sleep(0.05)
+        assert _files(n.ipam_dir), "bridge/host-local ran before the slow plugin"
+        n.kill9()
+        assert runp.wait(30) != 0  # the client sees the server go away
+    finally:
+        if runp.poll() is None:
+            runp.kill()
+            runp.wait()
+        with contextlib.suppress(OSError, ValueError), open(plugin + ".pid") as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+        n.write_conflist()
+    n.start()
+    pods = json.loads(n.cli("pods", "-o", "json", "--name", "k8sxts-crash").stdout)["items"]
+    assert [p["state"] for p in pods] == ["SANDBOX_NOTREADY"]
+    pod = pods[0]["id"]
+    assert os.path.exists(os.path.join(n.state, "pods", pod, "ns", "net"))
+    n.cli("rmp", pod)
+    ips = [f for f in _files(n.ipam_dir) if f.startswith("10.")]
+    assert ips == [] and n.leaks([pod], []) == []
+
+
+def _files(top: str) -> list[str]:
+    return [name for _root, _dirs, names in os.walk(top) for name in names]
+

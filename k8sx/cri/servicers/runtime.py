@@ -306,7 +306,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             os.makedirs(config.log_directory, exist_ok=True)
         spec.cni_args.append(("K8S_POD_INFRA_CONTAINER_ID", pod.id))
         try:
-            sandboxes.create(pod, spec)
+            sandboxes.create(pod, spec, save=db.put_pod)
         except BaseException:
             db.delete_pod(pod.id)
             raise
