@@ -81,13 +81,15 @@ class Node:
         return ["flannel", "run", "--iface", self.iface, "--ip-masq", "--etcd-endpoints", ETCD_URL,
                 "--etcd-prefix", self.cluster.prefix, "--subnet-file", self.subnet_file]
 
-    def start_agent(self, extra: list[str] | None = None, wait: bool = True) -> None:
+    def start_agent(self, extra: list[str] | None = None, wait: bool = True,
+                    env: dict[str, str] | None = None) -> None:
         os.makedirs(self.dir, exist_ok=True)
         if os.path.exists(self.log):  # a restart: the previous run's log stays beside it
             os.replace(self.log, self.log + ".previous")
         with open(self.log, "ab") as log:
             self.agent = subprocess.Popen(["ip", "netns", "exec", self.netns, bin_path("k8sx"),
-                                           *self.agent_args(), *(extra or [])], stdout=log, stderr=log)
+                                           *self.agent_args(), *(extra or [])], stdout=log, stderr=log,
+                                          env={**os.environ, **(env or {})})
         if wait:
             wait_for(lambda: "running" in self.log_text() or self.agent.poll() is not None, 30,
                      f"the agent on {self.netns}")
@@ -175,17 +177,26 @@ class Pod:
                 cli = socket.socket()
             cli.settimeout(5)
             try:
+                import threading
+
                 cli.connect((other.ip, port))
                 conn, peer = srv.accept()
+                conn.settimeout(20)
+                got: list[bytes] = []
+
+                def drain() -> None:
+                    while chunk := conn.recv(1 << 16):
+                        got.append(chunk)
+
+                reader = threading.Thread(target=drain, daemon=True)
+                reader.start()
+                cli.settimeout(20)
                 cli.sendall(payload)
                 cli.shutdown(socket.SHUT_WR)
-                conn.settimeout(5)
-                got = b""
-                while chunk := conn.recv(4096):
-                    got += chunk
+                reader.join(30)
                 conn.close()
                 assert peer[0] == self.ip, f"the peer was seen as {peer[0]}, not {self.ip} (masqueraded?)"
-                return got
+                return b"".join(got)
             finally:
                 cli.close()
                 srv.close()
@@ -287,8 +298,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster(backend: dict[str, Any] | None, nodes: int = 3, pods: int = 1, ip_masq: bool = True) -> Iterator[Cluster]:
-    """A started cluster with the etcd config for ``backend``, agents running and ``pods`` pods per node."""
+def cluster(backend: dict[str, Any] | None, nodes: int = 3, pods: int = 1,
+            agent_env: dict[int, dict[str, str]] | None = None) -> Iterator[Cluster]:
+    """A started cluster with the etcd config for ``backend``, agents running and ``pods`` pods per node.
+
+    ``agent_env``: extra environment for the agent of node N (1-based)."""
     c = Cluster(nodes)
     try:
         c.start()
@@ -296,7 +310,7 @@ def cluster(backend: dict[str, Any] | None, nodes: int = 3, pods: int = 1, ip_ma
             c.backend = backend.get("Type", "udp")
             c.put_config(backend)
             for node in c.nodes:
-                node.start_agent()
+                node.start_agent(env=(agent_env or {}).get(node.index))
             for node in c.nodes:
                 wait_for(lambda n=node: os.path.exists(n.subnet_file), 10, "subnet.env")
                 for _ in range(pods):

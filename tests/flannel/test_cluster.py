@@ -268,3 +268,11 @@ def test_sigterm_leaves_routes_and_restart_keeps_the_subnet(fc: Cluster) -> None
     if mac is not None:
         assert json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"] == mac
     assert node.pods[0].ping(fc.nodes[0].pods[0].ip) and node.pods[0].tcp_to(fc.nodes[1].pods[0])
+
+
+def test_bulk_tcp_transfer_arrives_intact(fc: Cluster) -> None:
+    """Megabytes both ways: segmentation (vxlan's and udp's offloads) must neither lose nor corrupt data."""
+    data = os.urandom(4 << 20)
+    a, b = fc.nodes[0].pods[0], fc.nodes[1].pods[0]
+    assert a.tcp_to(b, port=8081, payload=data) == data
+    assert b.tcp_to(a, port=8082, payload=data) == data

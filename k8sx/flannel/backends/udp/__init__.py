@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 
 from k8sx.flannel.backends import Backend, ExpectedRoute
 from k8sx.flannel.backends.udp.forwarder import Forwarder, NativeForwarder, native_library, open_tun
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 ENCAP_OVERHEAD = 28  # IPv4 + UDP headers
 DEFAULT_PORT = 8285
 DEVICE = "flannel0"
+PROXY_ENV = "K8SX_FLANNEL_UDP_PROXY"  # "python": use the Python forwarder even where C compiles
 
 
 class UDP(Backend):
@@ -40,7 +42,7 @@ class UDP(Backend):
         return True  # flanneld's udp backend does not look at the peer's BackendType
 
     def start(self, own: Lease) -> None:
-        lib = native_library()
+        lib = None if os.environ.get(PROXY_ENV) == "python" else native_library()
         tun_fd, name = open_tun("flannel%d", vnet_hdr=lib is not None)
         link = self.nl.link(name)
         assert link is not None
