@@ -254,3 +254,27 @@ def test_server_killed_during_runp_leaves_a_removable_pod(runtime_node: RuntimeN
 def _files(top: str) -> list[str]:
     return [name for _root, _dirs, names in os.walk(top) for name in names]
 
+
+
+def test_logs_follow_update_and_stats_of_a_pod(runtime_node: RuntimeNode) -> None:
+    n = runtime_node
+    pod, c = n.run_pod("k8sxts-follow", {
+        "ticker": ["sh", "-c", "sleep 1; for i in 1 2 3; do echo tick$i; sleep 0.3; done"],
+        "idle": SLEEP})
+    t0 = time.monotonic()
+    follow = n.cli("logs", "-f", c["ticker"])  # returns when the container exits
+    assert follow.stdout == "tick1\ntick2\ntick3\n" and time.monotonic() - t0 > 1.0
+    assert n.inspect(c["ticker"])["status"]["exitCode"] == 0
+    # update: the new memory limit lands in the container's cgroup
+    n.cli("update", "--memory", str(64 * 1024 * 1024), c["idle"])
+    limit = n.cli("exec", "-s", c["idle"], "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").stdout
+    assert int(limit) == 64 * 1024 * 1024
+    resources = n.inspect(c["idle"])["status"]["resources"]["linux"]
+    assert resources["memoryLimitInBytes"] == str(64 * 1024 * 1024)
+    stats = json.loads(n.cli("statsp", "-o", "json", "--id", pod).stdout)["stats"]
+    assert [s["attributes"]["id"] for s in stats] == [pod]
+    assert int(stats[0]["linux"]["memory"]["workingSetBytes"]["value"]) > 0
+    table = n.cli("stats", "-s", "0", "--pod", pod).stdout.splitlines()
+    assert table[0].split() == ["CONTAINER", "NAME", "CPU", "%", "MEM", "DISK", "INODES"]
+    assert [line.split()[1] for line in table[1:]] == ["idle"]  # the exited ticker is not shown without -a
+    n.cli("rmp", "-f", pod)

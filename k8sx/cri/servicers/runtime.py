@@ -720,14 +720,15 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         out = api_pb2.ContainerStats(attributes=api_pb2.ContainerAttributes(
             id=ctr.id, metadata=api_pb2.ContainerMetadata(name=ctr.name, attempt=ctr.attempt),
             labels=ctr.labels, annotations=ctr.annotations))
-        out.cpu.timestamp = s.timestamp
-        out.cpu.usage_core_nano_seconds.value = s.cpu_usage_ns
-        out.memory.timestamp = s.timestamp
-        out.memory.working_set_bytes.value = s.memory_working_set_bytes
-        out.memory.usage_bytes.value = s.memory_usage_bytes
-        out.memory.rss_bytes.value = s.memory_rss_bytes
-        out.memory.page_faults.value = s.page_faults
-        out.memory.major_page_faults.value = s.major_page_faults
+        if ctr.state == CONTAINER_RUNNING:  # as containerd: no CPU/memory figures for a container not running
+            out.cpu.timestamp = s.timestamp
+            out.cpu.usage_core_nano_seconds.value = s.cpu_usage_ns
+            out.memory.timestamp = s.timestamp
+            out.memory.working_set_bytes.value = s.memory_working_set_bytes
+            out.memory.usage_bytes.value = s.memory_usage_bytes
+            out.memory.rss_bytes.value = s.memory_rss_bytes
+            out.memory.page_faults.value = s.page_faults
+            out.memory.major_page_faults.value = s.major_page_faults
         out.writable_layer.timestamp = s.timestamp
         out.writable_layer.fs_id.mountpoint = self.images.root if self.images is not None else ""
         out.writable_layer.used_bytes.value = s.writable_bytes
@@ -761,7 +762,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                     continue
                 if not labels_match(f.label_selector, ctr.labels):
                     continue
-            chosen.append(ctr)
+            chosen.append(self._refresh(ctr))
         return api_pb2.ListContainerStatsResponse(stats=self._stats_of(chosen))
 
     def _pod_stats(self, pod: PodRecord) -> Any:
