@@ -233,9 +233,17 @@ def test_etcd_restart_keeps_routes_and_agents_recover(fc: Cluster) -> None:
     assert [n.routes() for n in fc.nodes] == before
     a, b = fc.nodes[0].pods[0], fc.nodes[2].pods[0]
     assert a.ping(b.ip) and b.ping(a.ip)  # the data path does not need the store
+    # an agent starting while the store is down says so and keeps trying
+    late = fc.nodes[2]
+    assert late.stop_agent() == 0
+    late.start_agent(wait=False)
+    wait_for(lambda: "reading the network config: lease store etcd" in late.log_text()
+             and "unreachable" in late.log_text(), 10, "the starting agent to say etcd is unreachable")
     fc.start_etcd()
-    for node in fc.nodes:
+    for node in fc.nodes[:2]:
         wait_for(lambda n=node: "reachable again" in n.log_text(), 15, f"{node.netns} to recover")
+    wait_for(lambda: "running" in late.log_text(), 15, "the late agent to start once etcd is back")
+    wait_converged(fc)
     subnet = "10.244.251.0/24"
     fc.etcdctl("put", "/coreos.com/network/subnets/10.244.251.0-24", fake_value(fc.backend, "192.168.77.98"))
     for node in fc.nodes:
@@ -262,8 +270,15 @@ def test_sigterm_leaves_routes_and_restart_keeps_the_subnet(fc: Cluster) -> None
     mac = None
     if fc.backend == "vxlan":
         mac = json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"]
-    node.start_agent()
+    key = f"/coreos.com/network/subnets/{subnet.replace('/', '-')}"
+    old = fc.subnets()[key]
+    # a renew margin of nearly the whole TTL makes the agent renew every second
+    node.start_agent(["--subnet-lease-renew-margin", "1439.99"])
     wait_converged(fc)
+    wait_for(lambda: "renewed" in node.log_text(), 5, "a lease renewal")
+    new = fc.subnets()[key]
+    assert new["value"] == old["value"] and new["lease"] != old["lease"]
+    assert "TTL(86400s)" in fc.etcdctl("lease", "timetolive", format(new["lease"], "x")).stdout
     assert node.subnet_env_text() == env_before
     if mac is not None:
         assert json.loads(node.ip_("-j", "link", "show", "flannel.1").stdout)[0]["address"] == mac
@@ -276,3 +291,15 @@ def test_bulk_tcp_transfer_arrives_intact(fc: Cluster) -> None:
     a, b = fc.nodes[0].pods[0], fc.nodes[1].pods[0]
     assert a.tcp_to(b, port=8081, payload=data) == data
     assert b.tcp_to(a, port=8082, payload=data) == data
+
+
+def test_own_lease_deleted_stops_the_agent(fc: Cluster) -> None:
+    """flanneld shuts down when its own lease is revoked; so does the agent (exit 1, said clearly)."""
+    node = fc.nodes[1]
+    key = f"/coreos.com/network/subnets/{subnet_of(node).replace('/', '-')}"
+    fc.etcdctl("del", key)
+    wait_for(lambda: node.agent is not None and node.agent.poll() is not None, 10, "the agent to stop")
+    assert node.agent is not None and node.agent.returncode == 1
+    assert "this node's lease" in node.log_text() and "removed from the store" in node.log_text()
+    node.start_agent()  # it takes its subnet back (subnet.env remembers it)
+    assert key in fc.subnets()
