@@ -96,7 +96,7 @@ def test_as_impersonates_and_the_token_is_sent(api, kubeconfig):
     assert sent, "the emulator saw no request"
     headers = sent[-1].headers
     assert headers.get("Impersonate-User") == "alice"
-    assert headers.get("Authorization") == "Bearer k8sxt-token"
+    assert headers.get("Authorization") == "Bearer emulator-token"
 
 
 def test_bad_flag_values_are_usage_errors(kubeconfig):
