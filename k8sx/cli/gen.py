@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+import click
 import typer
 
 from k8sx.cli import scripts, tree
@@ -41,9 +42,12 @@ def _node(cmd: Any) -> dict[str, Any]:
             args.append({"name": (p.name or "").upper(), "choices": choices, "nargs": p.nargs})
     options.append({"names": ["-h", "--help"], "help": "Show help and exit.", "value": False, "choices": None})
     commands = {}
-    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
-        if not sub.hidden:
-            commands[name] = _node(sub)
+    if isinstance(cmd, click.Group):
+        ctx = click.Context(cmd)
+        for name in sorted(cmd.list_commands(ctx)):
+            sub = cmd.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                commands[name] = _node(sub)
     return {"help": _first_line(cmd.short_help or cmd.help or ""), "options": options, "args": args,
             "commands": commands}
 
