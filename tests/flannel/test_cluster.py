@@ -194,6 +194,7 @@ def test_leases_command_lists_the_store(fc: Cluster) -> None:
     rows = json.loads(r.stdout)
     assert sorted(row["subnet"] for row in rows) == sorted(subnet_of(n) for n in fc.nodes)
     assert {row["publicIP"] for row in rows} == {n.ip for n in fc.nodes}
+    assert all(row["expires"] for row in rows)  # from each etcd lease's time to live
     yaml_out = fc.nodes[0].k8sx("flannel", "leases", "--etcd-endpoints", "http://192.168.77.1:2379",
                                 "-o", "yaml").stdout
     assert "publicIP: 192.168.77.11" in yaml_out

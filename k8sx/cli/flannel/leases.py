@@ -42,7 +42,7 @@ def leases(
     from k8sx.flannel.subnet import describe_leases
 
     store = open_store(kube, kube_subnet_mgr, node_name, lease_file, net_config_file, etcd_endpoints, etcd_prefix)
-    rows = describe_leases(store.leases()[0])
+    rows = describe_leases(store.with_expiry(store.leases()[0]))
     if output is Format.table:
         for row in rows:
             row["backendData"] = "" if row["backendData"] is None else json.dumps(row["backendData"],

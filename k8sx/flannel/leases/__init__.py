@@ -57,6 +57,10 @@ class LeaseStore(ABC):
         Raises StoreUnavailable when the store goes away and Resync when the cursor is no longer valid.
         """
 
+    def with_expiry(self, leases: list[Lease]) -> list[Lease]:
+        """``leases`` with their expiration filled in where the store has to be asked (etcd)."""
+        return leases
+
     def close(self) -> None:  # noqa: B027  (most stores hold nothing to release)
         """Release connections; interrupts a running :meth:`watch`."""
 
@@ -83,13 +87,6 @@ def open_store(*, kube: Any = None, node_name: str | None = None, lease_file: st
     else:
         from k8sx.flannel.leases.etcd import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, EtcdStore
 
-        store = EtcdStore(etcd_endpoints or DEFAULT_ENDPOINTS, etcd_prefix or DEFAULT_PREFIX)
-        if net_config_file:
-            _from_file(store, net_config_file)
+        store = EtcdStore(etcd_endpoints or DEFAULT_ENDPOINTS, etcd_prefix or DEFAULT_PREFIX,
+                          config_file=net_config_file)
     return store
-
-
-def _from_file(store: LeaseStore, path: str) -> None:
-    from k8sx.flannel.config import load_file
-
-    store.network_config = lambda: load_file(path)  # type: ignore[method-assign]

@@ -202,8 +202,9 @@ class EtcdStore(LeaseStore):
     """flanneld's ``--etcd-endpoints``/``--etcd-prefix`` store."""
 
     def __init__(self, endpoints: str = DEFAULT_ENDPOINTS, prefix: str = DEFAULT_PREFIX,
-                 ttl: int = SUBNET_TTL) -> None:
+                 ttl: int = SUBNET_TTL, config_file: str | None = None) -> None:
         self.client = EtcdClient(endpoints)
+        self.config_file = config_file
         self.prefix = "/" + prefix.strip("/")
         self.ttl = ttl
         self.description = f"etcd {','.join(self.client.endpoints)} (prefix {self.prefix})"
@@ -213,6 +214,9 @@ class EtcdStore(LeaseStore):
         return self.prefix + "/subnets/"
 
     def network_config(self) -> netconfig.NetConfig:
+        """``<prefix>/config``, or the file given instead (``--net-config-file``)."""
+        if self.config_file:
+            return netconfig.load_file(self.config_file)
         key = self.prefix + "/config"
         raw = self.client.get(key)
         if raw is None:
@@ -236,6 +240,15 @@ class EtcdStore(LeaseStore):
     def leases(self) -> tuple[list[Lease], int]:
         kvs, revision = self.client.range(self.subnets, prefix_end(self.subnets))
         return [lease for kv in kvs if (lease := self._lease(kv)) is not None], revision
+
+    def with_expiry(self, leases: list[Lease]) -> list[Lease]:
+        now = time.time()
+        out = []
+        for lease in leases:
+            ttl = self.client.time_to_live(lease.handle) if lease.handle else -1
+            out.append(Lease(lease.subnet, lease.attrs, expiration=now + ttl if ttl >= 0 else 0.0,
+                             handle=lease.handle))
+        return out
 
     def _with_expiry(self, lease: Lease, lease_id: int, ttl: int) -> Lease:
         return Lease(subnet=lease.subnet, attrs=lease.attrs, expiration=time.time() + ttl, handle=lease_id)

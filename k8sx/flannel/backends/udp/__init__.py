@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import os
 
+from k8sx.errors import K8sxError
 from k8sx.flannel.backends import Backend, ExpectedRoute
 from k8sx.flannel.backends.udp.forwarder import Forwarder, NativeForwarder, native_library, open_tun
 from k8sx.flannel.subnet import Lease, LeaseAttrs
@@ -45,7 +46,8 @@ class UDP(Backend):
         lib = None if os.environ.get(PROXY_ENV) == "python" else native_library()
         tun_fd, name = open_tun("flannel%d", vnet_hdr=lib is not None)
         link = self.nl.link(name)
-        assert link is not None
+        if link is None:
+            raise K8sxError(f"the TUN device {name} vanished right after it was opened")
         self.nl.set_mtu(link.index, self.mtu)
         addr = ipaddress.IPv4Interface(f"{own.subnet.network_address}/32")
         if addr not in self.nl.addresses(link.index, 2):

@@ -33,6 +33,8 @@ def random_mac() -> str:
 
 class Vxlan(Backend):
     type = "vxlan"
+    index = 0  # flannel.<VNI>'s ifindex and MAC, known once lease_attrs() made the device
+    mac = ""
 
     @property
     def vni(self) -> int:
