@@ -107,6 +107,10 @@ class Agent:
         write_subnet_env(self.opts.subnet_file, SubnetEnv(config.network, own.subnet, backend.mtu,
                                                           self.opts.ip_masq))
         log.info("wrote %s", self.opts.subnet_file)
+        try:
+            self.store.node_ready(own)
+        except K8sxError as exc:
+            log.warning("could not report the node's network as available: %s", exc.message)
 
     # peers -----------------------------------------------------------------------------------------
     def _apply(self, events: list[Event]) -> None:

@@ -4,7 +4,8 @@ What this proves: the agent takes its subnet from ``spec.podCIDR``, publishes fl
 on its own Node (backend-type, backend-data with the VTEP MAC of its flannel.1, public-ip,
 kube-subnet-manager), finds its peers among the Nodes carrying them, and pods across the two nodes
 reach each other; a Node that appears with flannel's annotations is programmed on both nodes, and
-deleting it removes its routes. The emulator validates nothing and runs no controller (podCIDRs
+deleting it removes its routes; the node's NetworkUnavailable condition is set False (FlannelIsUp)
+as flanneld sets it. The emulator validates nothing and runs no controller (podCIDRs
 are set by the test, as kube-controller-manager would).
 """
 
@@ -68,6 +69,9 @@ def test_kube_subnet_manager_end_to_end() -> None:
                                f"{P}/backend-type": "vxlan", f"{P}/kube-subnet-manager": "true",
                                f"{P}/public-ip": node.ip}
                 assert node.subnet_env()["FLANNEL_SUBNET"] == f"10.244.{node.index}.1/24"
+                conds = api.request("GET", f"/api/v1/nodes/{names[node]}")["status"]["conditions"]
+                assert [(x["type"], x["status"], x["reason"], x["message"]) for x in conds] == \
+                    [("NetworkUnavailable", "False", "FlannelIsUp", "Flannel is running on this node")]
             n1, n2 = c.nodes
             wait_for(lambda: "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink" in n1.routes(), 10, "n1 -> n2")
             wait_for(lambda: "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in n2.routes(), 10, "n2 -> n1")

@@ -57,6 +57,9 @@ class LeaseStore(ABC):
         Raises StoreUnavailable when the store goes away and Resync when the cursor is no longer valid.
         """
 
+    def node_ready(self, lease: Lease) -> None:  # noqa: B027  (only the kube store reports it)
+        """Called once this node's network is up (subnet.env written)."""
+
     def with_expiry(self, leases: list[Lease]) -> list[Lease]:
         """``leases`` with their expiration filled in where the store has to be asked (etcd)."""
         return leases

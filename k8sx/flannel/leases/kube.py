@@ -149,6 +149,14 @@ class KubeStore(LeaseStore):
                        content_type="application/merge-patch+json")
         return Lease(subnet, attrs, expiration=time.time() + SUBNET_TTL, handle=self.node_name)
 
+    def node_ready(self, lease: Lease) -> None:
+        """flanneld's NetworkUnavailable=False condition (reason FlannelIsUp) on this node's status."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        cond = {"type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp",
+                "message": "Flannel is running on this node", "lastTransitionTime": now, "lastHeartbeatTime": now}
+        self._call("PATCH", self._path() + "/status", {"status": {"conditions": [cond]}},
+                   content_type="application/strategic-merge-patch+json")
+
     def renew(self, lease: Lease) -> Lease:
         return Lease(lease.subnet, lease.attrs, expiration=time.time() + SUBNET_TTL, handle=lease.handle)
 
