@@ -208,3 +208,27 @@ def test_completion_offers_ids_from_the_state_db(runtime_node: RuntimeNode, monk
         assert (c["c"], "c CONTAINER_RUNNING") in found
     finally:
         n.cli("rmp", "-f", pod)
+
+
+def test_a_create_failing_in_the_background_is_reported(runtime_node: RuntimeNode, stub: Any) -> None:
+    """runc create runs after CreateContainer answers (as containerd runs it at StartContainer): its
+    failure is StartContainer's error and the container's status, and nothing is left behind."""
+    pod = stub.RunPodSandbox(api_pb2.RunPodSandboxRequest(config=pod_config("k8sxts-bg")), timeout=60).pod_sandbox_id
+    cfg = api_pb2.ContainerConfig(metadata=api_pb2.ContainerMetadata(name="bad"),
+                                  image=api_pb2.ImageSpec(image=BUSYBOX), command=["true"],
+                                  devices=[api_pb2.Device(host_path="/dev/k8sxts-absent", container_path="/dev/x",
+                                                          permissions="rwm")])
+    try:
+        ctr = stub.CreateContainer(api_pb2.CreateContainerRequest(pod_sandbox_id=pod, config=cfg),
+                                   timeout=60).container_id
+    except grpc.RpcError as e:  # refused up front is fine too
+        assert "k8sxts-absent" in (e.details() or "")
+    else:
+        code, msg = code_of(stub.StartContainer, api_pb2.StartContainerRequest(container_id=ctr))
+        assert code == grpc.StatusCode.UNKNOWN and "k8sxts-absent" in msg
+        st = stub.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=ctr), timeout=30).status
+        assert (st.state, st.reason) == (api_pb2.CONTAINER_EXITED, "CreateContainerError")
+        assert "k8sxts-absent" in st.message
+        stub.RemoveContainer(api_pb2.RemoveContainerRequest(container_id=ctr), timeout=60)
+    stub.RemovePodSandbox(api_pb2.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+    assert runtime_node.leaks([pod], []) == []

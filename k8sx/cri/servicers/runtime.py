@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import k8sx
@@ -42,6 +43,7 @@ from k8sx.cri.state import (
     StateDB,
     resolve_prefix,
 )
+from k8sx.errors import K8sxError
 
 log = logging.getLogger("k8sx.cri.runtime")
 
@@ -122,6 +124,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         self._lock = threading.Lock()  # name reservation
         self._locks: dict[str, threading.Lock] = {}
         self.pod_cidr = ""
+        self._pending: dict[str, Future[Any]] = {}
+        self._creator = ThreadPoolExecutor(max_workers=8, thread_name_prefix="create")
         if self.db is not None:
             self.recover()
 
@@ -158,6 +162,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     def _refresh(self, ctr: ContainerRecord) -> ContainerRecord:
         """Bring ``ctr`` up to date with conmon/runc (only while it may still change), saving what changed."""
+        ctr = self._settle(ctr)
         if ctr.state not in (CONTAINER_CREATED, CONTAINER_RUNNING, CONTAINER_UNKNOWN) or self.runtime is None:
             return ctr
         try:
@@ -508,16 +513,36 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             spec.image_layers = self.images.lease(ctr.id, image.id)
             if log_path:
                 os.makedirs(os.path.dirname(log_path), exist_ok=True)
-            st = self.runtime.create(spec)
         except BaseException:
             db.delete_container(ctr.id)
             self._cleanup_container(ctr.id)
             raise
-        ctr.created_ns = st.created_at or ctr.created_ns
-        ctr.pid = st.pid
-        db.put_container(ctr)
+        # conmon + runc create (~50 ms) run in the background, as containerd defers its runc create to
+        # StartContainer: the client's next call (a new crictl process, kubelet's next step) overlaps
+        # with it, and every later use of the container waits for it first (_settle).
+        self._pending[ctr.id] = self._creator.submit(self.runtime.create, spec)
         self._event(ctr, api_pb2.CONTAINER_CREATED_EVENT)
         return api_pb2.CreateContainerResponse(container_id=ctr.id)
+
+    def _settle(self, ctr: ContainerRecord) -> ContainerRecord:
+        """Wait for the background create of ``ctr``; a failed one leaves it exited with the error as message."""
+        fut = self._pending.get(ctr.id)
+        if fut is None:
+            return ctr
+        try:
+            fut.result()
+        except Exception as e:
+            log.warning("creating container %s failed: %s", ctr.id, e)
+            assert self.db is not None
+            ctr = self.db.container(ctr.id) or ctr
+            ctr.state, ctr.exit_code, ctr.reason = CONTAINER_EXITED, 128, "CreateContainerError"
+            ctr.message = getattr(e, "message", None) or str(e)
+            ctr.finished_ns = time.time_ns()
+            if self.db.container(ctr.id) is not None:
+                self.db.put_container(ctr)
+        finally:
+            self._pending.pop(ctr.id, None)
+        return ctr
 
     def _cleanup_container(self, ctr_id: str) -> None:
         for step in (lambda: self.runtime.delete(ctr_id), lambda: self.images.release(ctr_id)):
@@ -532,6 +557,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         ctr = self._container(request.container_id, "StartContainer")
         with self._lock_for(ctr.id):
             ctr = self._refresh(db.container(ctr.id) or ctr)
+            if ctr.reason == "CreateContainerError":
+                raise K8sxError(f"StartContainer: creating container {ctr.id} failed: {ctr.message}")
             if ctr.state != CONTAINER_CREATED:
                 raise failed_precondition(f"StartContainer: container {ctr.id} is in state "
                                           f"{ctr.state}, not CONTAINER_CREATED")
