@@ -20,6 +20,7 @@ import signal
 import time
 
 import pytest
+from support import bin_path
 
 from flannel.fcluster import (
     FAKE_IP,
@@ -187,6 +188,26 @@ def test_status_shows_every_route_programmed(fc: Cluster) -> None:
     table = node.k8sx("flannel", "status", "--iface", node.iface, "--etcd-endpoints", "http://192.168.77.1:2379",
                       "--subnet-file", node.subnet_file).stdout
     assert "programmed" in table and subnet_of(node) in table
+
+
+def test_status_reports_a_missing_route(fc: Cluster) -> None:
+    node, peer = fc.nodes[0], fc.nodes[1]
+    status = [bin_path("k8sx"), "flannel", "status", "--iface", node.iface, "--etcd-endpoints",
+              "http://192.168.77.1:2379", "--subnet-file", node.subnet_file, "-o", "json"]
+    victim = NETWORK if fc.backend == "udp" else subnet_of(peer)
+    saved = [line for line in node.routes().splitlines() if line.startswith(victim + " ")]
+    assert len(saved) == 1
+    node.ip_("route", "del", victim)
+    r = node.exec(*status, check=False)
+    assert r.returncode == 1
+    rows = {row["subnet"]: row["state"] for row in json.loads(r.stdout)["routes"]}
+    assert rows[victim] == "missing"
+    if fc.backend == "host-gw":  # flanneld's 10 s route check puts it back
+        wait_for(lambda: victim in node.routes(), 13, "host-gw's route check to re-add the route")
+    else:
+        args = saved[0].split()
+        node.ip_("route", "add", *args, *([] if "scope" in args else ["scope", "global"]))
+    assert node.exec(*status).returncode == 0
 
 
 def test_leases_command_lists_the_store(fc: Cluster) -> None:

@@ -44,5 +44,9 @@ def test_single_node_with_a_lease_file() -> None:
         node.start_agent(args)
         assert node.subnet_env()["FLANNEL_SUBNET"] == "10.250.7.1/24"
         assert node.stop_agent() == 0
+        # host-gw cannot work through NAT: a public IP that is not the interface's is refused
+        r = node.k8sx("flannel", "run", "--iface", node.iface, "--public-ip", "192.168.77.200", *args,
+                      "--subnet-file", node.subnet_file, check=False)
+        assert r.returncode == 1 and "192.168.77.200" in r.stderr and "Traceback" not in r.stderr
     finally:
         c.close()
