@@ -147,23 +147,22 @@ def is_mountpoint_ns(path: str) -> bool:
 
 
 def _write_sysctl(key: str, value: str) -> None:
-    path = "/proc/sys/" + key.replace(".", "/")
+    """Set a sysctl in the calling thread's namespaces (k8sx.net.sysctl), as a clear sandbox error."""
+    from k8sx.net import sysctl
+
     try:
-        fd = os.open(path, os.O_WRONLY)
+        sysctl.write(key, value)
     except FileNotFoundError:
         raise InvalidSandboxConfig(f"sysctl {key}: no such sysctl") from None
     except OSError as e:
-        raise SandboxError(f"sysctl {key}: {e.strerror}") from None
-    try:
-        os.write(fd, value.encode())
-    except OSError as e:
         raise SandboxError(f"sysctl {key}={value}: {e.strerror}") from None
-    finally:
-        os.close(fd)
 
 
 def _lo_up() -> None:
-    """Bring ``lo`` up in the calling thread's network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
+    """Bring ``lo`` up in the calling thread's network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS).
+
+    Two ioctls on a socket of the new namespace, not netlink: this runs in the pinning thread on
+    every RunPodSandbox, where loading pyroute2 would cost more than the whole sandbox."""
     import fcntl
     import struct
 
