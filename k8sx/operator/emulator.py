@@ -19,7 +19,8 @@ kubeconfig pointing at it. On top of stock kmock it adds what clients that write
 * ``/api/v1/namespaces[/NAME]`` is understood (stock kmock answers 500) and ``default`` exists;
 * equality-based label selectors (``a=b``, ``a!=b``, ``a``, ``!a``) on lists and watches;
 * a watch ends after ``timeoutSeconds``;
-* ``PUT`` on a named object replaces it, and ``?dryRun=All`` answers without storing anything.
+* ``PUT`` on a named object replaces it (409 if its resourceVersion is not the stored one), and
+  ``?dryRun=All`` answers without storing anything.
 
 Not emulated (tests must not claim it): validation, defaulting and pruning against the CRD schema,
 garbage collection of owned objects, controllers (a Deployment never gets pods or status),
@@ -276,6 +277,10 @@ def emulator_class() -> type:
                         body = data if method != "PATCH" else {**self._objects[key].raw, **data}
                         return aiohttp.web.json_response(body, status=201 if method == "POST" else 200)
                     old = self._objects[key].raw.get("metadata") or {}
+                    if meta.get("resourceVersion") and meta["resourceVersion"] != old.get("resourceVersion"):
+                        raise KubernetesError(status=409, reason="Conflict", message=(
+                            f"the object has been modified (resourceVersion {old.get('resourceVersion')}, "
+                            f"not {meta['resourceVersion']}); apply your changes to the latest version"))
                     data = {**data, "metadata": {**meta, "resourceVersion": self.next_rv(),
                                                  **{k: old[k] for k in ("uid", "creationTimestamp") if k in old}}}
                     self._objects[key].create(data)  # a new version of the object: the whole body
