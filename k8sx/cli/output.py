@@ -8,6 +8,7 @@ rich is imported only when a table is drawn, so machine-readable output stays ch
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
@@ -48,6 +49,9 @@ def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
 
 
+_BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")  # go-yaml's isBase60Float
+
+
 def dump_yaml_go(obj: Any) -> str:
     """YAML as Go tools print it through sigs.k8s.io/yaml (crictl, kubectl): sorted keys, ``"double"`` quotes."""
     import yaml
@@ -59,8 +63,9 @@ def dump_yaml_go(obj: Any) -> str:
         # go-yaml double-quotes a string that would read back as another type ("12", "", "true",
         # a timestamp); anything else is left to the emitter (plain, or single quotes when needed).
         implicit = dumper.resolve(yaml.ScalarNode, value, (True, False))
-        # go-yaml also reads y/Y/n/N as booleans (PyYAML does not), so it quotes them too
-        style = '"' if implicit != "tag:yaml.org,2002:str" or value in ("y", "Y", "n", "N") else None
+        # go-yaml also quotes y/Y/n/N (booleans to it) and base-60 look-alikes ("00:00:5e:00:53:01")
+        quote = implicit != "tag:yaml.org,2002:str" or value in ("y", "Y", "n", "N") or _BASE60.match(value)
+        style = '"' if quote else None
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     GoDumper.add_representer(str, represent_str)
