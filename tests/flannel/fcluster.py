@@ -71,7 +71,7 @@ class Node:
     def exec(self, *args: str, check: bool = True, timeout: float = 30,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return sh("ip", "netns", "exec", self.netns, *args, check=check, timeout=timeout,
-                  env={**os.environ, **(env or {})})
+                  env={**os.environ, **self.cluster.cni_env, **(env or {})})
 
     def k8sx(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return self.exec(bin_path("k8sx"), *args, check=check, timeout=timeout, env=self.cluster.cni_env)
@@ -89,7 +89,7 @@ class Node:
         with open(self.log, "ab") as log:
             self.agent = subprocess.Popen(["ip", "netns", "exec", self.netns, bin_path("k8sx"),
                                            *self.agent_args(), *(extra or [])], stdout=log, stderr=log,
-                                          env={**os.environ, **(env or {})})
+                                          env={**os.environ, **self.cluster.cni_env, **(env or {})})
         if wait:
             wait_for(lambda: "running" in self.log_text() or self.agent.poll() is not None, 30,
                      f"the agent on {self.netns}")
@@ -217,7 +217,9 @@ class Cluster:
         self.nodes = [Node(self, i) for i in range(1, nodes + 1)]
         self.cni_bin = os.path.join(self.dir, "cni-bin")
         # no plugin daemon: the plugins run in-process in the CNI executables, inside the node's netns
-        self.cni_env = {"K8SX_CNI_PLUGIND_SOCKET": os.path.join(self.dir, "no-plugind.sock")}
+        # and the udp backend's compiled forwarder goes to this cluster's directory too
+        self.cni_env = {"K8SX_CNI_PLUGIND_SOCKET": os.path.join(self.dir, "no-plugind.sock"),
+                        "K8SX_CACHE_DIR": os.path.join(self.dir, "cache")}
 
     def start(self, etcd: bool = True) -> None:
         sh("ip", "netns", "add", self.underlay)

@@ -3,7 +3,8 @@
 What this proves: the device is ``flannel.7`` with VNI 7 and destination port 4789, the lease
 carries ``{"VNI":7,...}``; with DirectRouting, peers on the same L2 subnet get a plain route via
 their public IP (no neigh, fdb or flannel.7 route: pods talk without encapsulation) while a peer
-on another subnet still gets the vxlan neigh + fdb + onlink route; ``status`` expects exactly that.
+on another subnet still gets the vxlan neigh + fdb + onlink route; ``status`` expects exactly that;
+a deleted device is recreated with its MAC and entries (flanneld's device watcher).
 """
 
 from __future__ import annotations
@@ -48,3 +49,14 @@ def test_vni_port_and_direct_routing() -> None:
         assert sorted((r["subnet"], r["dev"], r["state"]) for r in doc["routes"]) == sorted(
             [(subnet_of(o), n1.iface, "programmed") for o in c.nodes[1:]]
             + [("10.244.240.0/24", "flannel.7", "programmed")])
+
+        # the device deleted under the agent comes back with its MAC, address and entries
+        n1.ip_("link", "del", "flannel.7")
+        assert "flannel.7" not in n1.routes()
+        wait_for(lambda: "10.244.240.0/24 via 10.244.240.0 dev flannel.7 onlink" in n1.routes(), 13,
+                 "the agent to recreate flannel.7 and its entries")
+        again = json.loads(n1.ip_("-d", "-j", "link", "show", "flannel.7").stdout)[0]
+        assert again["address"] == dev["address"] and again["linkinfo"]["info_data"]["port"] == 4789
+        addrs = json.loads(n1.ip_("-j", "addr", "show", "dev", "flannel.7").stdout)[0]["addr_info"]
+        assert [a["local"] for a in addrs if a["family"] == "inet"] == [subnet_of(n1).split("/")[0]]
+        assert "0a:58:0a:63:00:05 dst 10.99.0.5" in os.popen(f"bridge -n {n1.netns} fdb show dev flannel.7").read()

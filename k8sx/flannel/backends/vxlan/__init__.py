@@ -69,10 +69,12 @@ class Vxlan(Backend):
 
     def lease_attrs(self) -> LeaseAttrs:
         self.index, self.mac = self._ensure_device()
+        self.own: Lease | None = None
         return LeaseAttrs(public_ip=self.ext.public_ip, backend_type=self.type,
                           backend_data={"VNI": self.vni, "VtepMAC": self.mac})
 
     def start(self, own: Lease) -> None:
+        self.own = own
         want = ipaddress.IPv4Interface(f"{own.subnet.network_address}/32")
         for addr in self.nl.addresses(self.index, 2):
             if addr != want and addr.ip in self.config.network:
@@ -80,6 +82,23 @@ class Vxlan(Backend):
         if want not in self.nl.addresses(self.index, 2):
             self.nl.add_address(self.index, want)
         self.nl.set_up(self.index)
+
+    def resync(self, peers: list[Lease]) -> None:
+        """Recreate a deleted device (with the MAC the lease announces) and its peers' entries, as
+        flanneld's device watcher does (flanneld reacts to RTM_DELLINK; this check runs every 10 s)."""
+        if self.own is None or self.nl.link(self.device) is not None:
+            return
+        log.warning("%s was deleted: recreating it with VTEP MAC %s", self.device, self.mac)
+        port = int(self.config.option("Port", 0) or DEFAULT_PORT)
+        created = self.nl.add_vxlan(self.device, self.vni, self.ext.index, self.ext.ip, port, self.mtu, self.mac,
+                                    learning=bool(self.config.option("Learning", False)),
+                                    gbp=bool(self.config.option("GBP", False)))
+        self.index = created.index
+        with contextlib.suppress(OSError):
+            sysctl.write_iface("ipv6", self.device, "accept_ra", "0")
+        self.start(self.own)
+        for lease in peers:
+            self.add_peer(lease)
 
     def _direct(self, lease: Lease) -> bool:
         return bool(self.config.option("DirectRouting", False)) and \
