@@ -506,21 +506,25 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                               config=config.SerializeToString(), image=config.image.image, image_ref=image.id,
                               log_path=log_path, labels=dict(config.labels), annotations=dict(config.annotations))
         spec = self._spec_input(ctr.id, pod, stored_pod_config, config, [], image, log_path)
-        if not db.add_container(ctr):
-            raise Abort("ALREADY_EXISTS", f"CreateContainer: the name {config.metadata.name} (attempt "
-                                          f"{config.metadata.attempt}) is reserved in pod {pod.id}")
-        try:
-            spec.image_layers = self.images.lease(ctr.id, image.id)
-            if log_path:
-                os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        except BaseException:
-            db.delete_container(ctr.id)
-            self._cleanup_container(ctr.id)
-            raise
-        # conmon + runc create (~50 ms) run in the background, as containerd defers its runc create to
-        # StartContainer: the client's next call (a new crictl process, kubelet's next step) overlaps
-        # with it, and every later use of the container waits for it first (_settle).
-        self._pending[ctr.id] = self._creator.submit(self.runtime.create, spec)
+        with self._lock_for(pod.id):  # not while the pod is being stopped or removed
+            current = db.pod(pod.id)
+            if current is None or current.state != POD_READY:
+                raise failed_precondition(f"CreateContainer: pod sandbox {pod.id} is not ready")
+            if not db.add_container(ctr):
+                raise Abort("ALREADY_EXISTS", f"CreateContainer: the name {config.metadata.name} (attempt "
+                                              f"{config.metadata.attempt}) is reserved in pod {pod.id}")
+            try:
+                spec.image_layers = self.images.lease(ctr.id, image.id)
+                if log_path:
+                    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            except BaseException:
+                db.delete_container(ctr.id)
+                self._cleanup_container(ctr.id)
+                raise
+            # conmon + runc create (~50 ms) run in the background, as containerd defers its runc create to
+            # StartContainer: the client's next call (a new crictl process, kubelet's next step) overlaps
+            # with it, and every later use of the container waits for it first (_settle).
+            self._pending[ctr.id] = self._creator.submit(self.runtime.create, spec)
         self._event(ctr, api_pb2.CONTAINER_CREATED_EVENT)
         return api_pb2.CreateContainerResponse(container_id=ctr.id)
 
