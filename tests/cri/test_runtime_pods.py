@@ -151,10 +151,13 @@ def test_host_network_pod(runtime_node: RuntimeNode) -> None:
                        linux={"security_context": {"namespace_options": {"network": 2}}})
     status = n.inspectp(pod)["status"]
     assert status["network"]["ip"] == ""
-    links = n.cli("exec", "-s", c["c"], "ip", "-o", "link").stdout
-    assert "k8sxtsbr0" in links or "lo" in links  # the node's namespace, not a new one
-    node_links = n.node("ip", "-o", "link").stdout
-    assert len(links.splitlines()) == len(node_links.splitlines())
+    def names(ip_link: str) -> set[str]:
+        return {line.split(":")[1].strip().split("@")[0] for line in ip_link.splitlines()}
+
+    # the node's namespace (its interfaces, and its inode), not a new one
+    assert names(n.cli("exec", "-s", c["c"], "ip", "-o", "link").stdout) == names(n.node("ip", "-o", "link").stdout)
+    inside = n.cli("exec", "-s", c["c"], "readlink", "/proc/self/ns/net").stdout.strip()
+    assert inside == f"net:[{os.stat(f'/run/netns/{n.netns}').st_ino}]"
     n.cli("rmp", "-f", pod)
     assert n.leaks([pod], []) == []
 
