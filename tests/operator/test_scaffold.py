@@ -4,6 +4,7 @@ and that a second run never overwrites what the user owns."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -202,3 +203,13 @@ def test_the_generated_project_is_lint_clean(project):
     r = subprocess.run([bin_path("ruff"), "check", "--no-cache", "--output-format", "concise", "."], cwd=project,
                        capture_output=True, text=True)  # with the project's own ruff settings
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_generated_project_needs_no_k8sx_at_run_time(project):
+    """Only 'make manifests' calls k8sx (the command); no module of the project imports it."""
+    for root, _, files in os.walk(project):
+        for name in files:
+            if name.endswith(".py"):
+                text = read(os.path.join(root, name))
+                assert not re.search(r"^\s*(import k8sx|from k8sx[ .])", text, re.M), os.path.join(root, name)
+    assert "k8sx operator manifests" in read(os.path.join(project, "Makefile"))
