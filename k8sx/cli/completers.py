@@ -128,6 +128,24 @@ def cri_container_ids(incomplete: str, words: list[str]) -> list[Candidate]:
     return _runtime_rows("SELECT id, name || ' ' || state FROM containers", incomplete)
 
 
+def network_interfaces(incomplete: str, words: list[str]) -> list[Candidate]:
+    """This namespace's network interfaces (flannel's ``--iface``), from /sys/class/net."""
+    out = []
+    try:
+        names = sorted(os.listdir("/sys/class/net"))
+    except OSError:
+        return []
+    for name in names:
+        if name.startswith(incomplete):
+            try:
+                with open(f"/sys/class/net/{name}/operstate") as fh:
+                    state = fh.read().strip()
+            except OSError:
+                state = ""
+            out.append((name, state))
+    return out
+
+
 Completer = Callable[[str, list[str]], list[Candidate]]
 
 BY_OPTION: dict[str, Completer] = {
@@ -136,6 +154,7 @@ BY_OPTION: dict[str, Completer] = {
     "--user": kube_users,
     "--runtime-endpoint": cri_endpoints,
     "--image-endpoint": cri_endpoints,
+    "--iface": network_interfaces,
 }
 
 BY_ARGUMENT: dict[str, Completer] = {

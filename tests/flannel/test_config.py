@@ -126,3 +126,10 @@ def test_udp_forwarder_ttl_step_keeps_the_header_checksum_valid() -> None:
     icmp = net_unreachable(bytes(pkt), ipaddress.IPv4Address("10.244.1.0"))
     assert icmp[9] == 1 and icmp[12:16] == ipaddress.IPv4Address("10.244.1.0").packed and icmp[16:20] == pkt[12:16]
     assert _checksum(icmp[:20]) == 0 and _checksum(icmp[20:]) == 0 and icmp[20:22] == b"\x03\x00"
+
+
+def test_iface_completion_offers_this_namespaces_interfaces() -> None:
+    from k8sx.cli import complete
+
+    found, _ = complete.candidates(["flannel", "run", "--iface"], "l")
+    assert "lo" in [c[0] if isinstance(c, tuple) else c for c in found]
