@@ -3,7 +3,9 @@ should have programmed next to the ones the kernel actually holds.
 
 Why apart from the agent: it runs as a separate command (in the node's network namespace), reads
 the store and the kernel afresh, and computes "expected" with the same backend code the agent uses,
-so a missing, stale or foreign route shows up without trusting the agent's own account.
+so a missing, stale or foreign route shows up without trusting the agent's own account. (With
+udp the per-peer table lives in the agent's forwarder, not the kernel: only its one route for the
+whole Network is checked.)
 """
 
 from __future__ import annotations

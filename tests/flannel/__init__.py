@@ -1,0 +1,1 @@
+"""Tests of the flannel agent, its lease stores and backends, on network namespace clusters."""

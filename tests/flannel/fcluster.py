@@ -400,7 +400,7 @@ def fake_value(backend: str, ip: str = FAKE_IP) -> str:
     return json.dumps({"PublicIP": ip, "PublicIPv6": None}, separators=(",", ":"))
 
 
-def peer_programmed(c: Cluster, node, subnet: str, ip: str) -> bool:
+def peer_programmed(c: Cluster, node: Node, subnet: str, ip: str) -> bool:
     """Whether ``node`` holds the kernel state (or, for udp, the forwarder entry) for a peer lease."""
     backend = c.backend
     net = subnet.split("/")[0]
@@ -414,7 +414,7 @@ def peer_programmed(c: Cluster, node, subnet: str, ip: str) -> bool:
     return added > text.rfind(f"peer {subnet} removed")
 
 
-def peer_gone(c: Cluster, node, subnet: str) -> bool:
+def peer_gone(c: Cluster, node: Node, subnet: str) -> bool:
     if c.backend == "udp":
         return f"peer {subnet} removed" in node.log_text()
     return subnet not in node.routes()

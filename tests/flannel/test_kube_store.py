@@ -90,6 +90,14 @@ def test_kube_subnet_manager_end_to_end() -> None:
                 wait_for(lambda n=node: "10.244.9.0/24" not in n.routes(), 5, f"{node.netns} to drop node9")
             r = n1.k8sx("flannel", "leases", "--kube-subnet-mgr", "--kubeconfig", kubeconfig, "-o", "json")
             assert sorted(row["subnet"] for row in json.loads(r.stdout)) == ["10.244.1.0/24", "10.244.2.0/24"]
+            # bad input is said plainly: an unknown node, a node without a podCIDR
+            base = ["flannel", "run", "--kube-subnet-mgr", "--kubeconfig", kubeconfig, "--net-config-file", netconf,
+                    "--iface", n1.iface, "--subnet-file", os.path.join(c.dir, "unused.env")]
+            r = n1.k8sx(*base, "--node-name", "k8sxtf-nope", check=False)
+            assert r.returncode == 1 and "k8sxtf-nope" in r.stderr and "Traceback" not in r.stderr
+            api.create("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "k8sxtf-bare"}})
+            r = n1.k8sx(*base, "--node-name", "k8sxtf-bare", check=False)
+            assert r.returncode == 1 and "podCIDR" in r.stderr and "Traceback" not in r.stderr
             for node in c.nodes:
                 assert node.stop_agent() == 0
     finally:
