@@ -286,7 +286,7 @@ static void from_tun(struct ctx *c, struct outq *q, const struct vnet_hdr *h, ui
     size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
     if (h->gso_type == VNET_GSO_TCPV4 && pkt[9] == 6 && n > ihl + 20) {
         size_t thl = (size_t)(pkt[ihl + 12] >> 4) * 4, hl = ihl + thl, mss = h->gso_size;
-        if (mss == 0 || hl + mss > SLOT || n <= hl || !ttl_step(pkt, (ssize_t)n)) return;
+        if (thl < 20 || mss == 0 || hl + mss > SLOT || n <= hl || !ttl_step(pkt, (ssize_t)n)) return;
         if (q->n) flush(c, q); /* keep the flow in order */
         static uint8_t out[65536];
         uint32_t seq = get32(pkt + ihl + 4);
@@ -354,11 +354,13 @@ static void *tun_to_net(void *arg) {
 /* Whether b continues a's TCP flow so that both fit in one super-packet (same addresses, ports,
  * header sizes and options, only ACK/PSH set, b's sequence right after a's data). */
 static int continues(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, size_t mss) {
+    if (alen < 40 || blen < 40) return 0;
     if ((a[0] != 0x45) || b[0] != 0x45 || a[9] != 6 || b[9] != 6) return 0;
     if (memcmp(a + 12, b + 12, 8) || memcmp(a + 20, b + 20, 4)) return 0;
     if ((a[6] & 0x3f) || a[7] || (b[6] & 0x3f) || b[7]) return 0;   /* fragments */
     size_t thl = (size_t)(a[32] >> 4) * 4;
-    if (thl != (size_t)(b[32] >> 4) * 4 || memcmp(a + 40, b + 40, thl - 20)) return 0;
+    if (thl < 20 || thl != (size_t)(b[32] >> 4) * 4 || alen < 20 + thl || blen <= 20 + thl) return 0;
+    if (memcmp(a + 40, b + 40, thl - 20)) return 0;
     if ((a[33] & ~0x10) || (b[33] & ~0x18)) return 0;                /* a: ACK only; b: ACK, PSH */
     if (memcmp(a + 28, b + 28, 4) || memcmp(a + 34, b + 34, 2)) return 0; /* same ack and window */
     size_t apay = alen - 20 - thl;
