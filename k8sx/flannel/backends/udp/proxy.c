@@ -323,11 +323,9 @@ static void from_tun(struct ctx *c, struct outq *q, const struct vnet_hdr *h, ui
     uint8_t *s = q->slot[q->n];
     memcpy(s, pkt, n);
     if (h->flags & VNET_NEEDS_CSUM && (size_t)h->csum_start + h->csum_offset + 2 <= n) {
-        uint8_t *field = s + h->csum_start + h->csum_offset;
-        uint32_t sum = sum16(s + h->csum_start, n - h->csum_start, 0); /* the field holds the pseudo-header sum */
-        (void)field;
-        uint16_t v = (uint16_t)~fold(sum);
-        put16(field, v ? v : (s[9] == 17 ? 0xffff : 0));
+        /* the checksum field already holds the pseudo-header sum: fold in the rest */
+        uint16_t v = (uint16_t)~fold(sum16(s + h->csum_start, n - h->csum_start, 0));
+        put16(s + h->csum_start + h->csum_offset, v ? v : (s[9] == 17 ? 0xffff : 0));
     }
     if (ttl_step(s, (ssize_t)n)) queue(c, q, n, &to);
 }
