@@ -71,8 +71,7 @@ class Agent:
             try:
                 return fn()
             except StoreUnavailable as exc:
-                log.warning("%s: lease store %s unreachable (%s); retrying in %.1fs",
-                            what, self.store.description, exc.message, delay)
+                log.warning("%s: %s; retrying in %.1fs", what, exc.message, delay)
             if self.stop_event.wait(delay):
                 raise _Stopped()
             delay = min(delay * 2, self.opts.backoff_max)
@@ -167,8 +166,7 @@ class Agent:
             except StoreUnavailable as exc:
                 if self.stop_event.is_set():
                     return
-                log.warning("watching leases: lease store %s unreachable (%s); routes stay as they are, "
-                            "retrying in %.1fs", self.store.description, exc.message, delay)
+                log.warning("watching leases: %s; routes stay as they are, retrying in %.1fs", exc.message, delay)
                 if self.stop_event.wait(delay):
                     return
                 delay = min(delay * 2, self.opts.backoff_max)
