@@ -209,8 +209,16 @@ def init(project_dir: str, domain: str, repo: str | None = None) -> Result:
         w.user(dest.format(pkg=pkg), render(template(tmpl), values, tmpl))
     w.user("tests/kubeapi.py", emulator_copy())
     _generated_files(w, project)
-    result.updated += [os.path.relpath(p, project_dir) for p in manifests.generate_all(project_dir, project)]
+    _manifests(result, project)
     return result
+
+
+def _manifests(result: Result, project: dict[str, Any]) -> None:
+    """The CRDs and the RBAC, regenerated; reported as created or updated."""
+    before = {p for p in (os.path.join(result.project_dir, "config", d) for d in ("crd", "rbac")) if os.path.exists(p)}
+    existed = {os.path.join(root, f) for d in before for root, _, files in os.walk(d) for f in files}
+    for path in manifests.generate_all(result.project_dir, project):
+        (result.updated if path in existed else result.created).append(os.path.relpath(path, result.project_dir))
 
 
 def emulator_copy() -> str:
@@ -270,7 +278,7 @@ def create_api(project_dir: str, group: str, version: str, kind: str, example: s
         w.user(rel, render(template(tmpl), values, tmpl))
     w.insert(f"{pkg}/controllers/__init__.py", MARKER_IMPORTS, f"from . import {api.module}  # noqa: F401")
     _generated_files(w, project)
-    result.updated += [os.path.relpath(p, project_dir) for p in manifests.generate_all(project_dir, project)]
+    _manifests(result, project)
     if example:
         result.notes.append(f"the {example} example: a {api.kind} becomes a Deployment and a NodePort Service")
     return result
@@ -284,5 +292,5 @@ def regenerate(project_dir: str) -> Result:
     w = _Writer(result)
     w.generated(f"{project['package']}/project.py",
                 render(template("init/project.py.tmpl"), _values(project), "project.py"))
-    result.updated += [os.path.relpath(p, project_dir) for p in manifests.generate_all(project_dir, project)]
+    _manifests(result, project)
     return result

@@ -43,7 +43,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     k8sx = bin_path("k8sx")
     for args in (["init", "--domain", "example.com", "--repo", REPO_NAME, "--dir", project],
                  ["create", "api", "--dir", project, "--group", "app", "--version", "v1", "--kind", "AppService",
-                  "--example", "appservice"]):
+                  "--example", "appservice"],
+                 ["create", "api", "--dir", project, "--group", "batch", "--version", "v1alpha1", "--kind",
+                  "Backup"]):  # a second kind, without an example: its generated tests must pass too
         r = subprocess.run([k8sx, "operator", *args], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
     venv = str(base / unique("kvenv", 20))
@@ -74,7 +76,9 @@ def test_the_generated_tests_pass(installed):
                  "tests/test_appservice_controller.py::test_resync_repairs_a_deleted_child",
                  "tests/test_runtime.py::test_one_leader_at_a_time",
                  "tests/test_runtime.py::test_metrics_endpoint_serves_the_text_format",
-                 "tests/test_appservice_e2e.py::test_appservice_lifecycle"):
+                 "tests/test_appservice_e2e.py::test_appservice_lifecycle",
+                 "tests/test_backup_controller.py::test_reconcile_reports_ready",
+                 "tests/test_backup_e2e.py::test_backup_lifecycle"):
         assert test in passed, r.stdout[-3000:]
     assert "SKIPPED" not in r.stdout and "FAILED" not in r.stdout
 
