@@ -156,7 +156,7 @@ def test_existing_files_of_a_new_kind_are_kept(project):
     (["--group", "App", "--version", "v1", "--kind", "Foo"], "DNS-1123 label"),
     (["--group", "app.x", "--version", "v1", "--kind", "Foo"], "DNS-1123 label"),
     (["--group", "app", "--version", "1", "--kind", "Foo"], "v<N>"),
-    (["--group", "app", "--version", "v1", "--kind", "Foo", "--example", "nope"], "unknown"),
+    (["--group", "app", "--version", "v1", "--kind", "Foo", "--example", "nope"], "nope"),
 ])
 def test_bad_names_are_usage_errors(project, args, message):
     before = read(os.path.join(project, "PROJECT"))

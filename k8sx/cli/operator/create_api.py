@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from k8sx.cli.operator import app
+
+
+class Example(StrEnum):
+    appservice = "appservice"
+
 
 create = typer.Typer(help="Add to an operator project.", no_args_is_help=True)
 app.add_typer(create, name="create")
@@ -17,7 +23,7 @@ def create_api(
     group: Annotated[str, typer.Option("--group", help="API group, before the project's domain (e.g. app).")],
     version: Annotated[str, typer.Option("--version", help="API version (v1, v1beta1, ...).")],
     kind: Annotated[str, typer.Option("--kind", help="Kind, CamelCase (e.g. AppService).")],
-    example: Annotated[str | None, typer.Option("--example", help="Start from an example instead of an empty "
+    example: Annotated[Example | None, typer.Option("--example", help="Start from an example instead of an empty "
                                                 "kind: appservice (a Deployment and a NodePort Service).")] = None,
     directory: Annotated[str, typer.Option("--dir", help="The project (where PROJECT is).")] = ".",
 ) -> None:
@@ -25,4 +31,4 @@ def create_api(
     from k8sx.cli.operator.render import report
     from k8sx.operator.scaffold import create_api as do_create
 
-    report(do_create(directory, group, version, kind, example))
+    report(do_create(directory, group, version, kind, example.value if example else None))
