@@ -114,6 +114,10 @@ class Netlink:
             raise NetError(exc.code, f"get link {name or index}: {exc}") from None
         return _link(msgs[0]) if msgs else None
 
+    def links(self) -> list[Link]:
+        with self._errors("list links"):
+            return [_link(m) for m in self._ipr.get_links()]
+
     def ensure_bridge(self, name: str, mtu: int = 0, promisc: bool = False,
                       vlan_filtering: bool = False) -> Link:
         """The bridge ``name``, created and set up if missing; an existing non-bridge is an error."""
@@ -258,12 +262,19 @@ class Netlink:
         with self._errors(f"delete address {addr}"):
             self._ipr.addr("del", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
 
-    def replace_route(self, dst: IPNetwork, gateway: str | None, oif: int, onlink: bool = False) -> None:
-        """``ip route replace DST [via GW] dev OIF [onlink]`` (proto boot, main table)."""
+    def replace_route(self, dst: IPNetwork, gateway: str | None, oif: int, onlink: bool = False,
+                      scope: int | None = None) -> None:
+        """``ip route replace DST [via GW] dev OIF [onlink]`` (proto boot, main table).
+
+        Without a gateway the scope is link, as ``ip route`` makes it, unless ``scope`` says otherwise
+        (0 = universe, what a bare netlink RouteAdd gives).
+        """
         spec: dict[str, Any] = {"dst": str(dst), "oif": oif, "proto": RTPROT_BOOT}
         if gateway:
             spec["gateway"] = gateway
-        else:
+        if scope is not None:
+            spec["scope"] = scope
+        elif not gateway:
             spec["scope"] = 253
         if onlink:
             spec["flags"] = RTNH_F_ONLINK
