@@ -50,6 +50,13 @@ def test_vni_port_and_direct_routing() -> None:
             [(subnet_of(o), n1.iface, "programmed") for o in c.nodes[1:]]
             + [("10.244.240.0/24", "flannel.7", "programmed")])
 
+        # a prefix without a config, and an endpoint we cannot speak to, are said plainly
+        r = n1.k8sx("flannel", "status", "--iface", n1.iface, "--etcd-endpoints", "http://192.168.77.1:2379",
+                    "--etcd-prefix", "/k8sxtf/none", "--subnet-file", n1.subnet_file, check=False)
+        assert r.returncode == 1 and "no network config in etcd: key /k8sxtf/none/config is missing" in r.stderr
+        r = n1.k8sx("flannel", "leases", "--etcd-endpoints", "https://192.168.77.1:2379", check=False)
+        assert r.returncode == 1 and "only http://HOST:PORT" in r.stderr and "Traceback" not in r.stderr
+
         # the device deleted under the agent comes back with its MAC, address and entries
         n1.ip_("link", "del", "flannel.7")
         assert "flannel.7" not in n1.routes()
