@@ -11,6 +11,7 @@ operator's delete handler deletes them, which is what this test checks).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -59,6 +60,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
                         project], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     yield Installed(project, python, os.path.join(venv, "bin"))
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def clean_env() -> dict[str, str]:
@@ -168,7 +170,11 @@ def test_the_operator_runs_against_the_emulator(installed, tmp_path):
             assert {"Reconciled"} <= {e["reason"] for e in events if e["involvedObject"]["uid"] == uid}
         finally:
             proc.terminate()
-            code = proc.wait(20)
+            try:
+                code = proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
         output = log.read_text(errors="replace")
         assert code == 0, output[-5000:]
         # A clean stop gives the Lease up for the next replica.

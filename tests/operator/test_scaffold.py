@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -27,7 +28,8 @@ def project(tmp_path):
     r = k8sx("operator", "create", "api", "--dir", d, "--group", "app", "--version", "v1", "--kind", "AppService",
              "--example", "appservice")
     assert r.returncode == 0, r.stderr
-    return d
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def read(path: str) -> str:
