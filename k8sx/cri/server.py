@@ -54,6 +54,7 @@ class ServerConfig:
     cgroup_parent: str = "/k8sx"  # cgroupfs parent of pods that do not name one
     max_workers: int = 32  # streaming RPCs hold a worker each
     grace_period: float = 5.0  # seconds in-flight calls get on SIGTERM
+    stream_address: str = "127.0.0.1:0"  # the streaming server (exec/attach/port-forward URLs): HOST:PORT
 
     @property
     def socket_path(self) -> str:
@@ -111,8 +112,12 @@ def default_services(config: ServerConfig) -> list[Service]:
                               cache_dir=config.cni_cache_dir)
     runtime = OciRuntime(state_dir=os.path.join(config.state, "oci"), root_dir=os.path.join(config.root, "oci"),
                          runtime_path=config.runtime)
+    from k8sx.cri.streaming.server import StreamServer
+
+    streams = StreamServer(config.stream_address)
+    streams.start()
     servicer = RuntimeServicer(StateDB(config.state), Sandboxes(config.state, network), runtime, store,
-                               cgroup_parent=config.cgroup_parent)
+                               cgroup_parent=config.cgroup_parent, streams=streams)
     return [
         (api_pb2_grpc.add_RuntimeServiceServicer_to_server, servicer),
         (api_pb2_grpc.add_ImageServiceServicer_to_server, ImageServicer(store)),
@@ -126,6 +131,7 @@ class CRIServer:
         self.config = config
         self.services = services
         self._server: Any = None
+        self._servicers: list[Any] = []
         self._stopped = threading.Event()
 
     def _check_socket_path(self) -> None:
@@ -166,11 +172,13 @@ class CRIServer:
             services = self.services if self.services is not None else default_services(self.config)
         except OSError as e:
             raise K8sxError(f"cannot open the stores under {self.config.root}: {e}") from e
+        self.services = services
         server = grpc.server(ThreadPoolExecutor(max_workers=self.config.max_workers, thread_name_prefix="cri"),
                              options=[("grpc.max_receive_message_length", 16 * 1024 * 1024),
                                       ("grpc.max_send_message_length", 16 * 1024 * 1024)])
         for add, servicer in services:
             add(servicer, server)
+        self._servicers = [servicer for _add, servicer in services]
         old_umask = os.umask(0o117)  # the socket is born 0660, no window with wider permissions
         try:
             port = server.add_insecure_port(f"unix://{path}")
@@ -193,6 +201,15 @@ class CRIServer:
         grace = self.config.grace_period if grace is None else grace
         self._server.stop(grace).wait()
         self._server = None
+        for _, servicer in self.services or []:
+            streams = getattr(servicer, "streams", None)
+            if streams is not None:
+                streams.stop()
+        for servicer in self._servicers:  # their own threads (the runtime's exit watcher) end with the server
+            close = getattr(servicer, "close", None)
+            if close is not None:
+                close()
+        self._servicers = []
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.socket_path)
         self._stopped.set()

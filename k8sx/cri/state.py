@@ -190,6 +190,18 @@ class StateDB:
                        f"VALUES ({', '.join('?' * (len(_CTR_COLUMNS) + 2))})",
                        (*(getattr(ctr, c) for c in _CTR_COLUMNS), _doc(ctr, _CTR_COLUMNS), ctr.config))
 
+    def update_container_if(self, ctr: ContainerRecord, state: str) -> bool:
+        """Save ``ctr`` only if its stored state is still ``state`` (and it was not removed meanwhile).
+
+        One statement, so of several threads noticing the same change (an exit seen by the exit
+        watcher and by a status call at once) exactly one gets True and reports it."""
+        with self._tx() as db:
+            cur = db.execute(f"UPDATE containers SET {', '.join(f'{c}=?' for c in _CTR_COLUMNS)}, doc=?, config=? "
+                             "WHERE id=? AND state=?",
+                             (*(getattr(ctr, c) for c in _CTR_COLUMNS), _doc(ctr, _CTR_COLUMNS), ctr.config,
+                              ctr.id, state))
+            return cur.rowcount == 1
+
     def add_container(self, ctr: ContainerRecord) -> bool:
         """Insert a new container unless the pod already has one of that name and attempt (False then)."""
         with self._tx() as db:

@@ -113,20 +113,26 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
 
     def __init__(self, db: StateDB | None = None, sandboxes: Sandboxes | None = None, runtime: Any = None,
                  images: Any = None, cgroup_parent: str = DEFAULT_CGROUP_PARENT,
-                 runtime_handlers: tuple[str, ...] = HANDLERS) -> None:
+                 runtime_handlers: tuple[str, ...] = HANDLERS, streams: Any = None) -> None:
         self.db = db
         self.sandboxes = sandboxes
         self.runtime = runtime  # k8sx.cri.oci.runtime.OciRuntime
         self.images = images  # k8sx.cri.images.store.ImageStore
         self.cgroup_parent = cgroup_parent
         self.handlers = runtime_handlers
+        self.streams = streams  # k8sx.cri.streaming.server.StreamServer: Exec/Attach/PortForward URLs
         self.events = EventBus()
         self._lock = threading.Lock()  # name reservation
         self._locks: dict[str, threading.Lock] = {}
         self.pod_cidr = ""
         self._pending: dict[str, Future[Any]] = {}
         self._creator = ThreadPoolExecutor(max_workers=8, thread_name_prefix="create")
+        self._exits: Any = None  # k8sx.cri.oci.exits.ExitWatcher: CONTAINER_STOPPED as soon as conmon sees an exit
         if self.db is not None:
+            if getattr(self.runtime, "exits", None):  # watching first: an exit during recover() is not missed
+                from k8sx.cri.oci.exits import ExitWatcher
+
+                self._exits = ExitWatcher(self.runtime.exits, self._on_exit).start()
             self.recover()
 
     # ---- plumbing ------------------------------------------------------------------------------------------
@@ -186,11 +192,42 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             ctr.reason = st.reason or ("Completed" if st.exit_code == 0 else "Error")
             ctr.message = st.message
         assert self.db is not None
-        if self.db.container(ctr.id) is not None:
-            self.db.put_container(ctr)
         if was_running and new_state == CONTAINER_EXITED:
-            self._event(ctr, api_pb2.CONTAINER_STOPPED_EVENT)
+            # the exit watcher and a status call may see the same exit: only the first records and reports it
+            if self.db.update_container_if(ctr, CONTAINER_RUNNING):
+                self._event(ctr, api_pb2.CONTAINER_STOPPED_EVENT)
+        elif self.db.container(ctr.id) is not None:
+            self.db.put_container(ctr)
         return ctr
+
+    def _on_exit(self, ctr_id: str) -> bool:
+        """conmon wrote ``ctr_id``'s exit file (the exit watcher's callback): record the exit and publish
+        CONTAINER_STOPPED now. False while a call holds the container (a start or stop in progress): the
+        watcher offers it again shortly, so the event never races the call's own state change."""
+        assert self.db is not None
+        ctr = self.db.container(ctr_id)
+        if ctr is None or ctr.state == CONTAINER_EXITED:
+            return True
+        lock = self._lock_for(ctr_id)
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            ctr = self.db.container(ctr_id)
+            if ctr is not None:
+                self._refresh(ctr)
+        finally:
+            lock.release()
+            if ctr is None:
+                with self._lock:
+                    self._locks.pop(ctr_id, None)
+        return True
+
+    def close(self) -> None:
+        """Stop the exit watcher and the background creates (the server calls this when it stops)."""
+        if self._exits is not None:
+            self._exits.close()
+            self._exits = None
+        self._creator.shutdown(wait=True)
 
     def recover(self) -> None:
         """After a restart: re-read every container's state; a pod whose namespaces are gone is not ready."""
@@ -205,16 +242,21 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
                 log.exception("recovering container %s", ctr.id)
 
     def _event(self, ctr: ContainerRecord, kind: int) -> None:
-        if not self.events.active():
+        self._publish(ctr.id, ctr.pod_id, kind)
+
+    def _publish(self, container_id: str, pod_id: str, kind: int) -> None:
+        """One GetContainerEvents event, as containerd sends it: the pod's status (none once the pod is
+        removed) and the statuses of all its containers, from which kubelet's evented PLEG rebuilds the
+        pod. A pod's own lifecycle is reported with ``container_id`` = the pod's id."""
+        if not self.events.active() or self.db is None:
             return
         try:
-            ev = api_pb2.ContainerEventResponse(container_id=ctr.id, container_event_type=kind,
+            ev = api_pb2.ContainerEventResponse(container_id=container_id, container_event_type=kind,
                                                 created_at=time.time_ns())
-            pod = self.db.pod(ctr.pod_id) if self.db else None
+            pod = self.db.pod(pod_id)
             if pod is not None:
                 ev.pod_sandbox_status.CopyFrom(self._pod_status(pod))
-            if kind != api_pb2.CONTAINER_DELETED_EVENT:
-                ev.containers_statuses.append(self._ctr_status(ctr))
+            ev.containers_statuses.extend(self._ctr_status(c) for c in self.db.containers(pod_id))
             self.events.publish(ev)
         except Exception:
             log.exception("container event")
@@ -317,6 +359,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             raise
         pod.state = POD_READY
         db.put_pod(pod)
+        self._publish(pod.id, pod.id, api_pb2.CONTAINER_CREATED_EVENT)
+        self._publish(pod.id, pod.id, api_pb2.CONTAINER_STARTED_EVENT)
         return api_pb2.RunPodSandboxResponse(pod_sandbox_id=pod.id)
 
     def _stop_containers(self, pod: PodRecord, timeout: float) -> None:
@@ -334,8 +378,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             self._stop_containers(pod, 0)
             pod = db.pod(pod.id) or pod
             sandboxes.stop(pod)
+            was_ready = pod.state == POD_READY
             pod.state = POD_NOTREADY
             db.put_pod(pod)
+        if was_ready:
+            self._publish(pod.id, pod.id, api_pb2.CONTAINER_STOPPED_EVENT)
         return api_pb2.StopPodSandboxResponse()
 
     @rpc
@@ -356,6 +403,9 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             db.delete_pod(pod.id)
         with self._lock:
             self._locks.pop(pod.id, None)
+        if pod.state == POD_READY:  # removed without a StopPodSandbox first: it stopped too
+            self._publish(pod.id, pod.id, api_pb2.CONTAINER_STOPPED_EVENT)
+        self._publish(pod.id, pod.id, api_pb2.CONTAINER_DELETED_EVENT)
         return api_pb2.RemovePodSandboxResponse()
 
     def _pod_status(self, pod: PodRecord) -> Any:
@@ -743,6 +793,73 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             raise Abort("DEADLINE_EXCEEDED", f"ExecSync: command {list(request.cmd)} timed out after "
                                              f"{request.timeout}s")
         return api_pb2.ExecSyncResponse(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+
+    # ---- streaming -----------------------------------------------------------------------------------------
+
+    def _stream_server(self, what: str) -> Any:
+        if self.streams is None:
+            raise Abort("UNIMPLEMENTED", f"{what}: this server has no streaming server")
+        return self.streams
+
+    def _running(self, container_id: str, what: str) -> ContainerRecord:
+        ctr = self._refresh(self._container(container_id, what))
+        if ctr.state != CONTAINER_RUNNING:
+            raise failed_precondition(f"{what}: container {ctr.id} is not running ({ctr.state})")
+        return ctr
+
+    @rpc
+    def Exec(self, request: Any, context: Any) -> Any:
+        from k8sx.cri.streaming.remotecommand import CommandTarget
+
+        streams = self._stream_server("Exec")
+        ctr = self._running(request.container_id, "Exec")
+        if not request.cmd:
+            raise invalid("Exec: cmd is required")
+        if request.tty and request.stderr:
+            raise invalid("Exec: tty and stderr cannot both be true")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise invalid("Exec: one of stdin, stdout and stderr must be true")
+        cid, cmd, tty, stdin = ctr.id, list(request.cmd), request.tty, request.stdin
+        target = CommandTarget(kind="exec", stdin=stdin, stdout=request.stdout, stderr=request.stderr, tty=tty,
+                               start=lambda: self.runtime.exec_interactive(cid, cmd, tty=tty, stdin=stdin),
+                               description=str(cmd))
+        return api_pb2.ExecResponse(url=streams.url("exec", target))
+
+    @rpc
+    def Attach(self, request: Any, context: Any) -> Any:
+        from k8sx.cri.streaming.remotecommand import CommandTarget
+
+        streams = self._stream_server("Attach")
+        ctr = self._running(request.container_id, "Attach")
+        config = api_pb2.ContainerConfig.FromString(ctr.config)
+        if request.tty and request.stderr:
+            raise invalid("Attach: tty and stderr cannot both be true")
+        if request.tty != config.tty:
+            raise invalid(f"Attach: tty={request.tty} does not match the container's tty={config.tty}")
+        if request.stdin and not config.stdin:
+            raise invalid("Attach: the container was not created with stdin")
+        if not (request.stdin or request.stdout or request.stderr):
+            raise invalid("Attach: one of stdin, stdout and stderr must be true")
+        cid, once, tty = ctr.id, config.stdin_once, config.tty
+        target = CommandTarget(kind="attach", stdin=request.stdin, stdout=request.stdout, stderr=request.stderr,
+                               tty=request.tty, start=lambda: self.runtime.attach(cid, stdin_once=once, tty=tty),
+                               description=cid)
+        return api_pb2.AttachResponse(url=streams.url("attach", target))
+
+    @rpc
+    def PortForward(self, request: Any, context: Any) -> Any:
+        from k8sx.cri.streaming.portforward import PortForwardTarget, dial_in_netns
+
+        streams = self._stream_server("PortForward")
+        pod = self._pod(request.pod_sandbox_id, "PortForward")
+        if pod.state != POD_READY:
+            raise failed_precondition(f"PortForward: pod sandbox {pod.id} is not ready")
+        for port in request.port:
+            if not 0 < port < 65536:
+                raise invalid(f"PortForward: port {port} is out of range")
+        netns = pod.namespaces.get("net", "")
+        target = PortForwardTarget(dial=lambda port: dial_in_netns(netns, port), description=pod.id)
+        return api_pb2.PortForwardResponse(url=streams.url("portforward", target))
 
     # ---- stats ---------------------------------------------------------------------------------------------
 
