@@ -43,6 +43,7 @@ def runtime(
 
 
 from k8sx.cli.runtime import (  # noqa: E402,F401  (verbs register themselves on app)
+    attach,
     create,
     exec_,
     imagefsinfo,
@@ -54,6 +55,7 @@ from k8sx.cli.runtime import (  # noqa: E402,F401  (verbs register themselves on
     inspectp,
     logs,
     pods,
+    port_forward,
     ps,
     pull,
     rm,

@@ -1,7 +1,8 @@
-"""``k8sx runtime exec -s [--timeout N] CONTAINER-ID COMMAND [ARG...]``: run a command in a container (ExecSync).
+"""``k8sx runtime exec [-i] [-t] [-s [--timeout N]] CONTAINER-ID COMMAND [ARG...]``: run a command in a container.
 
-Output and exit code are the command's, as with ``crictl exec -s``. Interactive (streaming) exec
-comes with the streaming server, a later piece; without ``-s`` the verb says so.
+With ``-s`` it is ExecSync (output and exit code at the end, as ``crictl exec -s``); otherwise Exec
+returns a streaming URL and the command runs interactively over it (stdin with ``-i``, a terminal
+with ``-t``), against k8sx's server or containerd's. The exit code is the command's.
 """
 
 from __future__ import annotations
@@ -22,18 +23,26 @@ def exec_(
     container_id: Annotated[str, typer.Argument(metavar="CONTAINER-ID")],
     command: Annotated[list[str], typer.Argument(metavar="COMMAND [ARG...]")],
     sync: Annotated[bool, typer.Option("--sync", "-s", help="Run the command synchronously.")] = False,
-    timeout: Annotated[int, typer.Option("--timeout", help="Timeout in seconds (0: none).")] = 0,
-    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep STDIN open "
-                                              "(streaming exec: not supported yet).")] = False,
-    tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-TTY (streaming exec: not "
-                                      "supported yet).")] = False,
+    timeout: Annotated[int, typer.Option("--timeout", help="Timeout in seconds (0: none; with -s).")] = 0,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Keep STDIN open.")] = False,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a pseudo-TTY.")] = False,
 ) -> None:
     """Run a command in a running container."""
     from k8sx.cri.api.runtime.v1 import api_pb2
 
-    if not sync or interactive or tty:
-        raise UsageError("only synchronous exec (-s/--sync) is supported; streaming exec is not available yet")
+    if sync and (interactive or tty):
+        raise UsageError("-s/--sync runs without stdin and terminal: drop -i/-t, or drop -s")
     with client(ctx) as c:
+        if not sync:
+            r = c.call(c.runtime.Exec, api_pb2.ExecRequest(container_id=container_id, cmd=command, tty=tty,
+                                                           stdin=interactive, stdout=True, stderr=not tty),
+                       "execing command in container")
+            from k8sx.cli.runtime import stream
+
+            code = stream.run(r.url, stdin=interactive, tty=tty)
+            if code:
+                raise typer.Exit(code)
+            return
         if timeout > 0:
             c.settings.timeout = max(c.settings.timeout, timeout + 5.0)
         else:

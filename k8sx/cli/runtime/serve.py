@@ -31,10 +31,15 @@ def serve(
     cni_bin_dir: Annotated[str | None, typer.Option(
         "--cni-bin-dir", show_default=False,
         help="CNI plugin dirs, colon-separated (default /opt/cni/bin:/usr/lib/cni).")] = None,
+    stream_address: Annotated[str | None, typer.Option(
+        "--stream-address", show_default=False,
+        help="HOST:PORT of the streaming server behind exec/attach/port-forward URLs "
+             "(default 127.0.0.1:0, a free loopback port).")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", show_default=False,
         help="TOML file with any of: listen, root, state, registries_config (a certs.d dir), docker_config, "
-             "runtime, cni_conf_dir, cni_bin_dir, cni_cache_dir, cgroup_parent, max_workers, grace_period.")] = None,
+             "runtime, cni_conf_dir, cni_bin_dir, cni_cache_dir, cgroup_parent, max_workers, grace_period, "
+             "stream_address.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve the CRI (runtime.v1) on a unix socket, as containerd does for kubelet and crictl."""
@@ -48,5 +53,5 @@ def serve(
         raise UsageError(f"--log-level: {log_level!r} is not one of debug, info, warning, error")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(config or "", listen=listen, root=root, state=state, runtime=runtime,
-                      cni_conf_dir=cni_conf_dir, cni_bin_dir=cni_bin_dir)
+                      cni_conf_dir=cni_conf_dir, cni_bin_dir=cni_bin_dir, stream_address=stream_address)
     CRIServer(cfg).serve_forever()

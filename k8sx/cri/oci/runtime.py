@@ -437,6 +437,26 @@ class OciRuntime:
         return ExecResult(stdout=out, stderr=err, exit_code=code if code is not None else 255,
                           timed_out=timed_out)
 
+    def exec_interactive(self, cid: str, cmd: list[str], tty: bool, stdin: bool,
+                         size: tuple[int, int] | None = None) -> Any:
+        """Start ``cmd`` in the running container for a streaming exec (an :class:`interactive.ExecProcess`)."""
+        from k8sx.cri.oci.interactive import ExecProcess
+
+        st = self.state(cid)
+        if st.status != RUNNING:
+            raise ContainerStateError(f"container {cid} is {st.status}, not running")
+        return ExecProcess(self.runtime_path, self.runtime_root, self.bundle(cid), cid, self.config(cid), cmd,
+                           tty=tty, stdin=stdin, size=size)
+
+    def attach(self, cid: str, stdin_once: bool, tty: bool) -> Any:
+        """Connect to the running container's stdio through its conmon (an :class:`interactive.AttachSession`)."""
+        from k8sx.cri.oci.interactive import AttachSession
+
+        st = self.state(cid)
+        if st.status != RUNNING:
+            raise ContainerStateError(f"container {cid} is {st.status}, not running")
+        return AttachSession(self.sockets, self.bundle(cid), cid, stdin_once=stdin_once, tty=tty)
+
     def update(self, cid: str, res: Resources) -> None:
         """Change the cgroup limits of a created or running container (``runc update``) and keep
         config.json in step."""
