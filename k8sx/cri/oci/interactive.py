@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import termios
 import time
+import tty as tty_mod
 from collections.abc import Callable
 
 from k8sx.cri.oci import conmon, spec
@@ -76,6 +77,8 @@ class ExecProcess:
                 master, slave = os.openpty()
                 self._master = master
                 os.set_inheritable(master, False)
+                # raw: the container's own pty does the line discipline (echo, \n -> \r\n); ours must not again
+                tty_mod.setraw(slave)
                 if size:
                     _set_winsize(slave, *size)
                 try:
