@@ -11,9 +11,10 @@ reaps children runs under ``unshare --pid=<file> --fork``, as pause does for con
 
 The network is attached in-process through the ``k8sx.cni`` runner with the first network of the
 CNI configuration directory, libcni's cache keeping what DEL needs; DEL runs on stop and again on
-remove, and is safe to repeat. Everything a sandbox creates is under ``<state>/pods/<id>``, and
-:meth:`Sandboxes.remove` takes all of it away: the CNI attachment (IPs, iptables rules, veth), the
-init process, the namespace mounts, the files.
+remove, and is safe to repeat. Everything a sandbox creates is under ``<state>/pods/<id>``, apart
+from the pod's cgroup (the parent of its containers' cgroups, whose figures are the pod's stats),
+and :meth:`Sandboxes.remove` takes all of it away: the CNI attachment (IPs, iptables rules, veth),
+the init process, the namespace mounts, the files, the cgroup when the runtime made it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from k8sx.cri.oci import cgroups
+from k8sx.cri.oci.types import Stats
 from k8sx.cri.state import PodRecord
 from k8sx.errors import K8sxError
 
@@ -42,9 +45,12 @@ CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 MS_BIND = 4096
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+SHM_SIZE = 64 * 1024 * 1024  # containerd's default size of a pod's /dev/shm
 MNT_DETACH = 2
 DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
+POD_CGROUP_PREFIX = "k8sx-pod-"
 
 HOSTS = """127.0.0.1\tlocalhost
 ::1\tlocalhost ip6-localhost ip6-loopback
@@ -257,6 +263,11 @@ def pod_ips(result: dict[str, Any], ifname: str) -> list[str]:
     return sorted(chosen, key=lambda a: ":" in a)
 
 
+def pod_cgroup(parent: str, pod_id: str) -> str:
+    """The cgroup the runtime makes for a pod whose config names none: ``<parent>/k8sx-pod-<id>``."""
+    return f"{parent.rstrip('/')}/{POD_CGROUP_PREFIX}{pod_id}"
+
+
 class Sandboxes:
     """Creates and destroys sandboxes under ``<state>/pods``; holds no state besides the PodRecords it fills."""
 
@@ -314,6 +325,7 @@ class Sandboxes:
         os.makedirs(ns_dir, mode=0o711, exist_ok=True)
         pod.host_network = spec.host_network
         try:
+            self._make_cgroup(pod)
             kinds = [k for k, host in (("net", spec.host_network), ("ipc", spec.host_ipc),
                                        ("uts", spec.host_network)) if not host]
             sysctls: dict[str, str] = {}
@@ -328,6 +340,7 @@ class Sandboxes:
             if spec.pid_mode == "pod":
                 pod.namespaces["pid"], pod.pid_init = self._start_pid_init(ns_dir)
             self._write_files(pod, spec, hostname)
+            self._make_shm(pod, spec)
             if netconf is not None:
                 self._attach(pod, spec, netconf, save)
             elif save is not None:
@@ -336,6 +349,34 @@ class Sandboxes:
             with contextlib.suppress(Exception):
                 self.remove(pod)
             raise
+
+    def _make_shm(self, pod: PodRecord, spec: SandboxSpec) -> None:
+        """The pod's /dev/shm, shared by its containers as they share its IPC namespace: a tmpfs in the
+        pod's dir (the node's /dev/shm when the pod uses the node's IPC namespace, as containerd does)."""
+        if spec.host_ipc:
+            pod.shm = "/dev/shm"
+            return
+        path = os.path.join(pod.dir, "shm")
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        _check(libc().mount(b"shm", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            f"mode=1777,size={SHM_SIZE}".encode()), f"mount the pod's shm on {path}")
+        pod.shm = path
+
+    def _make_cgroup(self, pod: PodRecord) -> None:
+        """The pod's cgroup (``pod.cgroup_parent``), its containers' parent: made here unless it exists
+        (kubelet makes its pods' cgroups itself), and then removed with the pod."""
+        if not pod.cgroup_parent:
+            return
+        try:
+            pod.cgroup_owned = cgroups.create(pod.cgroup_parent)
+        except ValueError as e:
+            raise InvalidSandboxConfig(f"linux.cgroup_parent: {e}") from None
+        except OSError as e:
+            raise SandboxError(f"creating the pod's cgroup {pod.cgroup_parent}: {e.strerror}") from None
+
+    def stats(self, pod: PodRecord) -> Stats:
+        """cpu and memory of the whole pod, from its cgroup."""
+        return cgroups.stats(pod.cgroup_parent) if pod.cgroup_parent else Stats(timestamp=time.time_ns())
 
     def _start_pid_init(self, ns_dir: str) -> tuple[str, int]:
         path = os.path.join(ns_dir, "pid")
@@ -465,5 +506,12 @@ class Sandboxes:
             paths.update(os.path.join(ns_dir, name) for name in os.listdir(ns_dir))
         for path in paths:
             unmount(path)
+        unmount(os.path.join(pod_dir, "shm"))
         shutil.rmtree(pod_dir, ignore_errors=True)
         pod.namespaces = {}
+        # ours by record, or by name (a server killed before it recorded that it made it)
+        if pod.cgroup_owned or pod.cgroup_parent.endswith("/" + POD_CGROUP_PREFIX + pod.id):
+            try:
+                cgroups.remove(pod.cgroup_parent)
+            except OSError as e:
+                raise SandboxError(f"removing the pod's cgroup {pod.cgroup_parent}: {e.strerror}") from None

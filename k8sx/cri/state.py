@@ -65,7 +65,9 @@ class PodRecord:
     ifname: str = "eth0"
     cni_capability_args: dict[str, Any] = field(default_factory=dict)
     cni_args: list[list[str]] = field(default_factory=list)
-    cgroup_parent: str = ""
+    cgroup_parent: str = ""  # the pod's cgroup: its containers' cgroups are made beneath it
+    shm: str = ""  # what the containers get as /dev/shm: the pod's tmpfs, or the node's with host IPC
+    cgroup_owned: bool = False  # the runtime made that cgroup (removes it with the pod); kubelet's are not ours
     pid_init: int = 0  # pid of the process holding a pod-shared pid namespace
     dir: str = ""  # per-pod files: hostname, resolv.conf, hosts, namespace pins
     labels: dict[str, str] = field(default_factory=dict)

@@ -45,6 +45,41 @@ def dirs(path: str) -> list[str]:
     return out
 
 
+def check_path(path: str) -> str:
+    """``path`` as a cgroupfs path below the root (absolute, no ``..``); ValueError otherwise (a systemd
+    slice name, a relative path)."""
+    if not path.startswith("/") or ".." in path.split("/"):
+        raise ValueError(f"cgroup path {path!r}: only cgroupfs paths (absolute, without '..') are supported")
+    return os.path.normpath(path)
+
+
+def create(path: str) -> bool:
+    """Make cgroup ``path`` (and its parents) in every hierarchy, as a pod's cgroup; True when it did not
+    exist anywhere before (the caller then owns it and removes it). A new cpuset dir gets its parent's
+    cpus and mems, without which no task could join it or a child."""
+    path = check_path(path)
+    existed = bool(dirs(path))
+    seen: set[str] = set()
+    for controller, mnt in hierarchies().items():
+        if mnt in seen:
+            continue
+        seen.add(mnt)
+        parts = [p for p in path.split("/") if p]
+        for i in range(1, len(parts) + 1):
+            d = os.path.join(mnt, *parts[:i])
+            try:
+                os.mkdir(d, 0o755)
+            except FileExistsError:
+                continue
+            if controller == "cpuset":
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    with open(os.path.join(os.path.dirname(d), name), encoding="ascii") as src:
+                        value = src.read().strip()
+                    with open(os.path.join(d, name), "w", encoding="ascii") as dst:
+                        dst.write(value)
+    return not existed
+
+
 def read_int(controller: str, path: str, name: str) -> int:
     mnt = hierarchies().get(controller)
     if not mnt:

@@ -29,7 +29,7 @@ from typing import Any
 import k8sx
 from k8sx.cri import oci
 from k8sx.cri.api.runtime.v1 import api_pb2, api_pb2_grpc
-from k8sx.cri.sandbox import PortMapping, SandboxError, Sandboxes, SandboxSpec
+from k8sx.cri.sandbox import PortMapping, SandboxError, Sandboxes, SandboxSpec, pod_cgroup
 from k8sx.cri.servicers.status import Abort, invalid, not_found, register, rpc, unimplemented_as_status
 from k8sx.cri.state import (
     CONTAINER_CREATED,
@@ -343,11 +343,12 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             if db.ready_pod_by_name(md.name, md.namespace, md.uid, md.attempt) is not None:
                 raise Abort("ALREADY_EXISTS", f"RunPodSandbox: the name {md.name}_{md.namespace}_{md.uid}_"
                                               f"{md.attempt} is reserved by another pod sandbox")
-            pod = PodRecord(id=new_id(), name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
+            pod_id = new_id()
+            pod = PodRecord(id=pod_id, name=md.name, namespace=md.namespace, uid=md.uid, attempt=md.attempt,
                             state=POD_NOTREADY, created_ns=time.time_ns(), config=config.SerializeToString(),
                             runtime_handler=request.runtime_handler, labels=dict(config.labels),
-                            annotations=dict(config.annotations),
-                            cgroup_parent=config.linux.cgroup_parent or self.cgroup_parent)
+                            annotations=dict(config.annotations),  # kubelet's pod cgroup, else one of ours:
+                            cgroup_parent=config.linux.cgroup_parent or pod_cgroup(self.cgroup_parent, pod_id))
             db.put_pod(pod)  # reserves the name while the sandbox is being built
         if config.log_directory:
             os.makedirs(config.log_directory, exist_ok=True)
@@ -483,6 +484,8 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             if target not in targets and pod.dir:
                 mounts.append(oci.Mount(host_path=os.path.join(pod.dir, name), container_path=target,
                                         readonly=sc.readonly_rootfs))
+        if pod.shm and "/dev/shm" not in targets:  # the pod's shm, shared by all its containers
+            mounts.append(oci.Mount(host_path=pod.shm, container_path="/dev/shm"))
         devices = [oci.Device(host_path=d.host_path, container_path=d.container_path or d.host_path,
                               permissions=d.permissions or "rwm") for d in config.devices]
         nso = sc.namespace_options
@@ -921,13 +924,16 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             id=pod.id, metadata=api_pb2.PodSandboxMetadata(name=pod.name, namespace=pod.namespace, uid=pod.uid,
                                                            attempt=pod.attempt),
             labels=pod.labels, annotations=pod.annotations))
-        now = time.time_ns()
+        s = self.sandboxes.stats(pod) if self.sandboxes is not None else oci.Stats(timestamp=time.time_ns())
+        now = s.timestamp  # the pod's cgroup: its containers, and whatever else runs in the pod
         out.linux.cpu.timestamp = now
-        out.linux.cpu.usage_core_nano_seconds.value = sum(s.cpu.usage_core_nano_seconds.value for s in stats)
+        out.linux.cpu.usage_core_nano_seconds.value = s.cpu_usage_ns
         out.linux.memory.timestamp = now
-        out.linux.memory.working_set_bytes.value = sum(s.memory.working_set_bytes.value for s in stats)
-        out.linux.memory.usage_bytes.value = sum(s.memory.usage_bytes.value for s in stats)
-        out.linux.memory.rss_bytes.value = sum(s.memory.rss_bytes.value for s in stats)
+        out.linux.memory.working_set_bytes.value = s.memory_working_set_bytes
+        out.linux.memory.usage_bytes.value = s.memory_usage_bytes
+        out.linux.memory.rss_bytes.value = s.memory_rss_bytes
+        out.linux.memory.page_faults.value = s.page_faults
+        out.linux.memory.major_page_faults.value = s.major_page_faults
         out.linux.process.timestamp = now
         out.linux.containers.extend(stats)
         return out
