@@ -282,6 +282,7 @@ class PortForwarder:
         tu.join()
         client.close()
         te.join(1)
+        self.conn.forget(data, err)
 
     def close(self) -> None:
         for ls, _ in self.listeners:

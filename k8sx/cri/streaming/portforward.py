@@ -92,33 +92,34 @@ def _bridge(data: Stream, error: Stream, port: int, target: PortForwardTarget) -
             error.write(msg.encode())
         error.close()
         data.close()
+        data.conn.forget(data, error)
         return
 
-    def upstream() -> None:   # pod -> client
+    def downstream() -> None:   # client -> pod, until its FIN, a reset or the end of the session
         try:
-            while chunk := sock.recv(65536):
-                data.write(chunk)
+            while chunk := data.read():
+                sock.sendall(chunk)
+            how = socket.SHUT_RDWR if data.reset or data.conn.closed.is_set() else socket.SHUT_WR
         except OSError:
-            pass
-        finally:
-            data.close()
+            how = socket.SHUT_RDWR
+        with contextlib.suppress(OSError):
+            sock.shutdown(how)
 
-    t = threading.Thread(target=upstream, name="pf-up", daemon=True)
+    t = threading.Thread(target=downstream, name="pf-down", daemon=True)
     t.start()
-    try:
-        while chunk := data.read():   # client -> pod, until its FIN, a reset or the connection's end
-            sock.sendall(chunk)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_WR)
+    try:   # pod -> client; when the pod's side ends the request is over, as with kubelet
+        while chunk := sock.recv(65536):
+            data.write(chunk)
     except OSError:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    if data.remote_closed and (data.reset or data.conn.closed.is_set()):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+        pass
+    data.close()
+    error.close()
+    data._eof(drop=True)   # the downstream reader stops too
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     t.join()
     sock.close()
-    error.close()
+    data.conn.forget(data, error)
 
 
 def serve(conn: Connection, arrivals: queue.Queue[Stream], target: PortForwardTarget) -> None:

@@ -246,6 +246,12 @@ class Connection:
             payload = struct.pack(">I", stream.id) + self._header_block({})
             self.sock.sendall(control_frame(SYN_REPLY, 0, payload))
 
+    def forget(self, *streams: Stream) -> None:
+        """Drop finished streams (a long port-forward session opens two per connection)."""
+        with self._lock:
+            for st in streams:
+                self.streams.pop(st.id, None)
+
     def close(self) -> None:
         """GOAWAY, then close the socket; every stream sees its end."""
         with self._send_lock:
