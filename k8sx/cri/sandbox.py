@@ -60,8 +60,12 @@ fe00::1\tip6-allnodes
 fe00::2\tip6-allrouters
 """
 
-# The pod-shared PID namespace's init: reap whatever is re-parented to it, exit on TERM/INT.
-PID_INIT = ("import os,signal\n"
+# The pod-shared PID namespace's init: join the pod's cgroup (the cgroup.procs files it is given, as
+# pause runs in it), reap whatever is re-parented to it, exit on TERM/INT.
+PID_INIT = ("import os,signal,sys\n"
+            "for p in sys.argv[1:]:\n"
+            " try: open(p,'w').write('0')\n"
+            " except OSError: pass\n"
             "signal.signal(signal.SIGTERM,lambda *a:os._exit(0))\n"
             "signal.signal(signal.SIGINT,lambda *a:os._exit(0))\n"
             "signal.signal(signal.SIGCHLD,lambda *a:None)\n"
@@ -338,7 +342,7 @@ class Sandboxes:
             hostname = spec.hostname or socket.gethostname()
             pod.namespaces = pin_namespaces(ns_dir, kinds, hostname, sysctls)
             if spec.pid_mode == "pod":
-                pod.namespaces["pid"], pod.pid_init = self._start_pid_init(ns_dir)
+                pod.namespaces["pid"], pod.pid_init = self._start_pid_init(ns_dir, pod.cgroup_parent)
             self._write_files(pod, spec, hostname)
             self._make_shm(pod, spec)
             if netconf is not None:
@@ -378,12 +382,13 @@ class Sandboxes:
         """cpu and memory of the whole pod, from its cgroup."""
         return cgroups.stats(pod.cgroup_parent) if pod.cgroup_parent else Stats(timestamp=time.time_ns())
 
-    def _start_pid_init(self, ns_dir: str) -> tuple[str, int]:
+    def _start_pid_init(self, ns_dir: str, cgroup: str) -> tuple[str, int]:
         path = os.path.join(ns_dir, "pid")
+        procs = [os.path.join(d, "cgroup.procs") for d in cgroups.dirs(cgroup)] if cgroup else []
         with open(path, "w"):
             pass
         proc = subprocess.Popen(["unshare", f"--pid={path}", "--fork", "--kill-child", "--",
-                                 sys.executable, "-S", "-c", PID_INIT],
+                                 sys.executable, "-S", "-c", PID_INIT, *procs],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, close_fds=True)
         self._children[proc.pid] = proc

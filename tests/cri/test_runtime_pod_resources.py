@@ -1,11 +1,11 @@
 """What a pod owns besides its namespaces: its cgroup and its /dev/shm, made with it and gone with it.
 
 Proves: RunPodSandbox makes ``<cgroup_parent>/k8sx-pod-<id>`` in every v1 hierarchy, the pod's
-containers run in cgroups beneath it, statsp reports that cgroup's figures (a process put straight
-into it, in no container, shows in them), a kubelet-style ``linux.cgroup_parent`` is used as the pod's
-cgroup and left in place on removal (kubelet owns it); the containers of a pod share one 64 MiB
-tmpfs as /dev/shm that another pod does not see, a host-IPC pod gets the node's /dev/shm; and after
-rmp nothing is left (cgroup, mount, files).
+containers run in cgroups beneath it (the init of its shared PID namespace in it), statsp reports
+that cgroup's figures (a process put straight into it, in no container, shows in them), a
+kubelet-style ``linux.cgroup_parent`` is used as the pod's cgroup and left in place on removal
+(kubelet owns it); the containers of a pod share one 64 MiB tmpfs as /dev/shm that another pod does
+not see, a host-IPC pod gets the node's /dev/shm; and after rmp nothing is left (cgroup, mount, files).
 """
 
 from __future__ import annotations
@@ -48,6 +48,10 @@ def test_pod_cgroup_holds_its_containers_and_gives_its_stats(runtime_node: Runti
         for ctr in c.values():
             for controller in ("memory", "cpuacct"):
                 assert os.path.dirname(_cgroup_of(n, ctr, controller)) == cg
+        # the init of the pod's shared PID namespace runs in it too, as pause does
+        with open(f"{CG}/memory{cg}/cgroup.procs") as f:
+            pids = f.read().split()
+        assert len(pids) == 1 and n.inspectp(pod)["info"]["pid"] != 0
 
         # a process in the pod's cgroup but in no container: 0.3 s of cpu and 48 MiB
         burner = subprocess.Popen(
