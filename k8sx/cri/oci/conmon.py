@@ -82,9 +82,11 @@ def launch(a: ConmonArgs) -> int:
         log = os.path.join(a.bundle, "conmon.log")
         with open(log, "wb") as errf:
             try:
+                # cwd: conmon drops an "oom" marker in its working directory when the
+                # container is OOM-killed; it belongs in the bundle, not wherever we run.
                 proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=errf, env=env, pass_fds=(w,), close_fds=True,
-                                        start_new_session=True)
+                                        start_new_session=True, cwd=a.bundle)
             except FileNotFoundError as e:
                 raise K8sxError(f"conmon not found ({a.conmon_path}): install the conmon package") from e
         os.close(w)
