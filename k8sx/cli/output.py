@@ -43,6 +43,15 @@ def dump_json(obj: Any, indent: int = 2) -> str:
     return json.dumps(obj, indent=indent, sort_keys=False, default=str)
 
 
+_EMPTY_OBJECT = re.compile(r"^( *)(.*)\{\}(,?)$", re.MULTILINE)
+
+
+def dump_json_pb(obj: Any) -> str:
+    """JSON as Go's jsonpb indents a protobuf message (crictl's ``ps``/``pods``/``stats -o json``): as
+    :func:`dump_json`, but an empty map opens and closes on two lines (``{`` then ``}`` under its key)."""
+    return _EMPTY_OBJECT.sub(lambda m: f"{m[1]}{m[2]}{{\n{m[1]}}}{m[3]}", dump_json(obj))
+
+
 def dump_yaml(obj: Any) -> str:
     import yaml
 

@@ -344,12 +344,26 @@ class Client:
                               "listing containers").containers)
 
 
+# Fields of cri-api newer than v0.26, the API crictl 1.26 is built on: it cannot print them, so the
+# documents shaped as crictl's leave them out (by message, protobuf JSON names).
+NEWER_THAN_CRICTL: dict[str, tuple[str, ...]] = {
+    "runtime.v1.ImageSpec": ("userSpecifiedImage", "runtimeHandler", "imageRef"),
+    "runtime.v1.Container": ("imageId",),
+    "runtime.v1.ContainerStatus": ("imageId", "user", "stopSignal"),
+    "runtime.v1.CpuUsage": ("psi",),
+    "runtime.v1.MemoryUsage": ("psi",),
+    "runtime.v1.ContainerStats": ("swap", "io"),
+    "runtime.v1.LinuxPodSandboxStats": ("io",),
+}
+
+
 def to_dict(message: Any) -> dict[str, Any]:
     """A message as crictl prints it with ``-o json``: Go ``jsonpb`` with defaults emitted.
 
     That is protobuf's JSON mapping (lowerCamelCase names, 64-bit integers as strings, enums by
     name, bytes in base64) except that an unset message field is ``null`` and wrapper types are
-    plain messages (``"usedBytes": {"value": "12"}``), because crictl's structs are gogo-generated.
+    plain messages (``"usedBytes": {"value": "12"}``), because crictl's structs are gogo-generated,
+    and fields crictl 1.26 does not know are left out (``NEWER_THAN_CRICTL``).
     Scripts written against crictl's output keep working on ours.
     """
     return _message(message)
@@ -357,7 +371,10 @@ def to_dict(message: Any) -> dict[str, Any]:
 
 def _message(message: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    newer = NEWER_THAN_CRICTL.get(message.DESCRIPTOR.full_name, ())
     for fd in message.DESCRIPTOR.fields:
+        if fd.json_name in newer:
+            continue
         value = getattr(message, fd.name)
         if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]

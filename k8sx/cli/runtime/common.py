@@ -80,16 +80,20 @@ def status_document(status: dict[str, Any], info: Any = None) -> dict[str, Any]:
     return doc
 
 
-def render_document(doc: Any, fmt: Any) -> None:
+def render_document(doc: Any, fmt: Any, jsonpb: bool = False) -> None:
     """Render a protobuf-derived document as crictl does: JSON in field order, YAML as Go prints it.
 
     crictl converts its JSON to YAML through a generic map (sorted keys, double quotes) and prints
     it followed by an empty line; doing the same keeps ``-o yaml`` diffable against crictl's.
+    ``jsonpb``: the document is a list of messages that crictl prints with jsonpb (ps, pods, stats),
+    whose empty maps look different from those of its re-marshalled inspect documents.
     """
-    from k8sx.cli.output import Format, dump_yaml_go, render
+    from k8sx.cli.output import Format, dump_json_pb, dump_yaml_go, render
 
     if Format(fmt) is Format.yaml:
         typer.echo(dump_yaml_go(doc))
+    elif jsonpb and Format(fmt) is Format.json:
+        typer.echo(dump_json_pb(doc))
     else:
         render(doc, fmt)
 

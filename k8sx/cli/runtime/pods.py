@@ -46,7 +46,7 @@ def pods(
                        "listing pod sandboxes").items
     items = newest_first(list(items), name, namespace, latest, last)
     if output is not Format.table:
-        render_document({"items": [to_dict(p) for p in items]}, output)
+        render_document({"items": [to_dict(p) for p in items]}, output, jsonpb=True)
         return
     if quiet:
         for p in items:

@@ -68,7 +68,7 @@ def ps(
 
             found = [x for x in found if selected(x)]
     if output is not Format.table:
-        render_document({"containers": [to_dict(x) for x in found]}, output)
+        render_document({"containers": [to_dict(x) for x in found]}, output, jsonpb=True)
         return
     if quiet:
         for x in found:

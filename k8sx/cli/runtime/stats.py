@@ -39,7 +39,7 @@ def stats(
         first = sorted(c.call(c.runtime.ListContainerStats, req, "listing container stats").stats,
                        key=lambda s: s.attributes.id)
         if output is not Format.table:
-            render_document({"stats": [to_dict(s) for s in first]}, output)
+            render_document({"stats": [to_dict(s) for s in first]}, output, jsonpb=True)
             return
         old = {s.attributes.id: s for s in first}
         time.sleep(seconds)

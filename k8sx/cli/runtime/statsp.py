@@ -32,7 +32,7 @@ def statsp(
     with client(ctx) as c:
         first = list(c.call(c.runtime.ListPodSandboxStats, req, "listing pod sandbox stats").stats)
         if output is not Format.table:
-            render_document({"stats": [to_dict(s) for s in first]}, output)
+            render_document({"stats": [to_dict(s) for s in first]}, output, jsonpb=True)
             return
         old = {s.attributes.id: s for s in first}
         time.sleep(seconds)
