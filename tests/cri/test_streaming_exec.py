@@ -25,11 +25,39 @@ from k8sx.errors import K8sxError
 
 @pytest.fixture(scope="module")
 def ctr(runtime_node: RuntimeNode) -> Iterator[str]:
-    pod, ids = runtime_node.run_pod("k8sxtxexec", {"main": ["sleep", "100000"]})
+    web = "mkdir -p /tmp/w && echo pf > /tmp/w/index.html && exec httpd -f -p 8080 -h /tmp/w"
+    pod, ids = runtime_node.run_pod("k8sxtxexec", {"main": ["sh", "-c", web]})
     try:
         yield ids["main"]
     finally:
         runtime_node.cli("rmp", "-f", pod, check=False)
+
+
+def pod_of(node: RuntimeNode, cid: str) -> str:
+    return str(node.inspect(cid)["info"]["sandboxID"])
+
+
+def forward_once(node: RuntimeNode, pod: str) -> bytes:
+    """One port-forward session: a forwarder, one HTTP GET through it, closed."""
+    import socket
+
+    url = st.url(node, "PortForward", pod_sandbox_id=pod)
+
+    def go() -> bytes:
+        fwd = sc.PortForwarder(url, [(0, 8080)])
+        t = threading.Thread(target=fwd.serve)
+        t.start()
+        try:
+            with socket.create_connection(("127.0.0.1", fwd.bound[0][1]), timeout=10) as c:
+                c.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                body = b""
+                while chunk := c.recv(65536):
+                    body += chunk
+            return body
+        finally:
+            fwd.close()
+            t.join(10)
+    return st.in_netns(node.netns, go)  # type: ignore[no-any-return]
 
 
 def run(node: RuntimeNode, cid: str, cmd: list[str], stdin: bytes | None = None, tty: bool = False,
@@ -102,6 +130,15 @@ def test_cli_exec_verbs(runtime_node: RuntimeNode, ctr: str) -> None:
     assert r.returncode == 2 and b"Traceback" not in r.stderr
 
 
+def test_session_ends_when_the_process_exits(runtime_node: RuntimeNode, ctr: str) -> None:
+    # a child left running (not holding the output: one that does keeps the session open until it
+    # closes it, with containerd too) does not hold the session
+    t0 = time.monotonic()
+    code, out, _ = run(runtime_node, ctr, ["sh", "-c", "sleep 30 </dev/null >/dev/null 2>&1 & echo bye"])
+    assert (code, out) == (0, b"bye\n") and time.monotonic() - t0 < 5
+    runtime_node.cli("exec", "-s", ctr, "pkill", "-f", "sleep 30", check=False)
+
+
 def test_client_gone_kills_the_process(runtime_node: RuntimeNode, ctr: str) -> None:
     marker = f"{time.time_ns() % 100000 + 200000}"
     url = st.url(runtime_node, "Exec", container_id=ctr, cmd=["sleep", marker], stdout=True, stderr=True)
@@ -159,12 +196,15 @@ def test_bad_requests_get_grpc_codes(runtime_node: RuntimeNode, ctr: str) -> Non
 
 def test_no_fd_or_thread_leak_after_100_sessions(runtime_node: RuntimeNode, ctr: str) -> None:
     pid = st.server_pid(runtime_node)
+    pod = pod_of(runtime_node, ctr)
     errors: list[BaseException] = []
 
     def one(i: int) -> None:
         try:
-            kind = i % 4
-            if kind == 0:
+            kind = i % 5
+            if kind == 4:
+                assert forward_once(runtime_node, pod).endswith(b"pf\n")
+            elif kind == 0:
                 assert run(runtime_node, ctr, ["echo", str(i)])[1] == f"{i}\n".encode()
             elif kind == 1:
                 assert run(runtime_node, ctr, ["cat"], stdin=b"x")[1] == b"x"
@@ -176,22 +216,22 @@ def test_no_fd_or_thread_leak_after_100_sessions(runtime_node: RuntimeNode, ctr:
             errors.append(e)
 
     def batch(n: int) -> None:
-        threads = [threading.Thread(target=one, args=(n * 4 + k,)) for k in range(4)]
+        threads = [threading.Thread(target=one, args=(n * 5 + k,)) for k in range(5)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
 
-    batch(0)   # warm up: imports, and the gRPC pool's threads for 4 concurrent calls
+    batch(0)   # warm up: imports, and the gRPC pool's threads for 5 concurrent calls
     base = st.settle(pid, (0, 0), timeout=1)
     fds = set(os.listdir(f"/proc/{pid}/fd"))
-    for n in range(1, 26):
+    for n in range(1, 21):   # 100 sessions: exec (pipes, stdin, tty), WebSocket exec, port-forward
         batch(n)
     assert not errors, errors[:3]
     after = st.settle(pid, base)
     new = {f: os.readlink(f"/proc/{pid}/fd/{f}") for f in set(os.listdir(f"/proc/{pid}/fd")) - fds
            if os.path.exists(f"/proc/{pid}/fd/{f}")}
-    # Slack: the gRPC pool may still add a worker or two for 4 concurrent calls (each with its state-DB
+    # Slack: the gRPC pool may still add a worker or two for 5 concurrent calls (each with its state-DB
     # connection, 2 fds); a leak of the sessions themselves would be 100 or more.
     assert after[0] <= base[0] + 8 and after[1] <= base[1] + 4, \
         f"fds/threads before {base}, after 100 sessions {after}; new fds {new}"
