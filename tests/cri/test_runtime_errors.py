@@ -154,7 +154,9 @@ def test_cli_errors_are_one_line(runtime_node: RuntimeNode) -> None:
     assert "code = NotFound" in r.stderr
     r = runtime_node.cli("runp", os.path.join(runtime_node.dir, "absent.json"), check=False)
     assert r.returncode == 2 and "absent.json" in r.stderr
-    r = runtime_node.cli("exec", "f" * 64, "true", check=False)
+    r = runtime_node.cli("exec", "f" * 64, "true", check=False)   # streaming exec (no -s): the Exec RPC's error
+    assert r.returncode == 1 and "code = NotFound" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = runtime_node.cli("exec", "-s", "-t", "f" * 64, "true", check=False)
     assert r.returncode == 2 and "-s" in r.stderr
 
 
