@@ -79,6 +79,7 @@ def negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     rbufsize = 0   # unbuffered: no byte after the headers may be swallowed before the upgrade
     protocol_version = "HTTP/1.1"
+    timeout = 30   # for the request itself; an upgraded session has none (it may idle for hours)
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -112,6 +113,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._fail(404, "unknown or expired token")
             return
         upgrade = (self.headers.get("Upgrade") or "").lower()
+        self.connection.settimeout(None)
         if upgrade == "websocket":
             self._websocket(kind, target)
         elif upgrade.startswith("spdy/3.1"):
