@@ -1,20 +1,28 @@
 """The streaming transports on their own, over socket pairs: SPDY/3.1 (the dictionary of the spec,
 header blocks through one zlib context per direction, data, FIN, RST, PING, GOAWAY, big payloads split
 into frames) and WebSocket (masking, the 16- and 64-bit length forms, v5's close signal), plus the
-resize-message parser and the v4 status messages clients decode into exit codes.
+resize-message parser, the v4 status messages clients decode into exit codes, and the configurable
+listen address of the streaming server (a bad one is a clear error of ``serve``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
+import shutil
 import socket
 import struct
+import subprocess
+import tempfile
 
 import pytest
+from support import bin_path
 
+from k8sx.cri.server import load_config
 from k8sx.cri.streaming import client, remotecommand, spdy, websocket
+from k8sx.cri.streaming.server import StreamServer
 from k8sx.errors import K8sxError
 
 
@@ -115,3 +123,26 @@ def test_resize_messages_and_status() -> None:
     assert remotecommand.expected_channels(
         remotecommand.CommandTarget("exec", True, True, True, True, lambda: None),  # type: ignore[arg-type,return-value]
         remotecommand.V4) == {"error", "stdin", "stdout", "resize"}
+
+
+def test_stream_address_is_configurable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = StreamServer(f"127.0.0.1:{port}")
+    srv.start()
+    try:
+        assert srv.url("exec", object()).startswith(f"http://127.0.0.1:{port}/exec/")
+    finally:
+        srv.stop()
+    d = tempfile.mkdtemp(prefix="k8sxtx-")
+    try:
+        with open(os.path.join(d, "c.toml"), "w") as f:
+            f.write('stream_address = "127.0.0.1:10999"\n')
+        assert load_config(os.path.join(d, "c.toml")).stream_address == "127.0.0.1:10999"
+        r = subprocess.run([bin_path("k8sx"), "runtime", "serve", "--listen", f"unix://{d}/k8sxtx.sock", "--root",
+                            f"{d}/root", "--state", f"{d}/state", "--stream-address", "nonsense"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "stream address 'nonsense'" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
