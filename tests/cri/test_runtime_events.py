@@ -3,7 +3,9 @@
 A subscriber gets CONTAINER_STOPPED within 2 s of a container exiting by itself, with no other call
 made meanwhile (the server's exit watcher sees conmon's exit file), carrying the pod's status and the
 container's exit code; the pod's CREATED/STARTED/STOPPED/DELETED come with the pod's id as
-container id. A server stopped in-process leaves none of its threads behind.
+container id. A server stopped in-process leaves none of its threads behind. The exit watcher itself
+reports files written in place and renamed into place, once each, retries what its callback refuses,
+and finds them by polling where inotify is unavailable.
 """
 
 from __future__ import annotations
@@ -164,3 +166,41 @@ def test_server_stop_ends_its_threads() -> None:
         assert not os.path.exists(os.path.join(d, "s.sock"))
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
+def test_exit_watcher_reports_written_and_renamed_files_and_retries(inotify: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """conmon writes ``<id>`` in place or renames a temporary file onto it: both are reported, once;
+    an id the callback cannot take yet is offered again; without inotify, polling finds them too."""
+    from k8sx.cri.oci import exits
+
+    if not inotify:
+        monkeypatch.setattr(exits, "_inotify", lambda path: -1)
+    d = tempfile.mkdtemp(prefix=unique("e", 12) + "-")
+    seen: queue.Queue[str] = queue.Queue()
+    busy = {"b" * 64: 2}  # refused twice, then taken
+
+    def on_exit(cid: str) -> bool:
+        if busy.get(cid):
+            busy[cid] -= 1
+            return False
+        seen.put(cid)
+        return True
+
+    w = exits.ExitWatcher(d, on_exit).start()
+    try:
+        with open(os.path.join(d, "a" * 64), "w") as f:
+            f.write("0")
+        tmp = os.path.join(d, "b" * 64 + ".XYZ123")
+        with open(tmp, "w") as f:
+            f.write("137")
+        os.rename(tmp, os.path.join(d, "b" * 64))
+        got = {seen.get(timeout=3), seen.get(timeout=3)}
+        assert got == {"a" * 64, "b" * 64} and busy["b" * 64] == 0
+        time.sleep(0.6)
+        assert seen.empty()
+    finally:
+        w.close()
+        shutil.rmtree(d, ignore_errors=True)
+    assert "k8sx-exits" not in {t.name for t in threading.enumerate()}

@@ -74,10 +74,15 @@ class ExitWatcher:
         self.on_exit = on_exit
         self._stop = threading.Event()
         self._fd = -1
+        self._seen: set[str] = set()
         self._thread: threading.Thread | None = None
 
     def start(self) -> ExitWatcher:
+        """Watch from now on: files written after this returns are reported (the first listing, without
+        inotify, is taken here too, not in the thread)."""
         self._fd = _inotify(self.dir)
+        if self._fd < 0:
+            self._seen = self._listing()
         self._thread = threading.Thread(target=self._run, name="k8sx-exits", daemon=True)
         self._thread.start()
         return self
@@ -99,7 +104,7 @@ class ExitWatcher:
 
     def _run(self) -> None:
         pending: set[str] = set()
-        seen = self._listing() if self._fd < 0 else set()
+        seen = self._seen
         while not self._stop.is_set():
             fresh: list[str] = []
             if self._fd >= 0:
