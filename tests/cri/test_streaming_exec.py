@@ -112,6 +112,24 @@ def test_our_client_spdy_and_websocket(runtime_node: RuntimeNode, ctr: str) -> N
         assert (code, out, err) == (7, b"abc\n", b"e\n"), transport
 
 
+@pytest.mark.parametrize("version", ["v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io"])
+def test_older_protocol_versions(runtime_node: RuntimeNode, ctr: str, version: str) -> None:
+    def go(cmd: list[str], tty: bool = False) -> tuple[int, bytes]:
+        out = bytearray()
+        url = st.url(runtime_node, "Exec", container_id=ctr, cmd=cmd, tty=tty, stdout=True, stderr=not tty)
+        code = st.in_netns(runtime_node.netns, lambda: sc.stream_command(
+            url, stdin=None, stdout=out.extend, stderr=out.extend, tty=tty, protocols=(version,),
+            sizes=iter([(70, 20)]) if tty else None))
+        return code, bytes(out)
+
+    assert go(["echo", "old"]) == (0, b"old\n")
+    # before v4 the error channel carries text only: a non-zero exit is an error message
+    with pytest.raises(K8sxError, match="non-zero exit code"):
+        go(["sh", "-c", "exit 3"])
+    if version == "v3.channel.k8s.io":   # the resize stream came with v3
+        assert go(["sh", "-c", "sleep 1; stty size"], tty=True) == (0, b"20 70\r\n")
+
+
 def test_tty_resize(runtime_node: RuntimeNode, ctr: str) -> None:
     for transport in ("spdy", "websocket"):
         code, out, _ = run(runtime_node, ctr, ["sh", "-c", "sleep 1; stty size"], tty=True,

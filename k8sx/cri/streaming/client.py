@@ -118,16 +118,18 @@ def _exit_code(protocol: str, message: bytes) -> int:
 
 def stream_command(url: str, *, stdin: Reader | None, stdout: Writer | None, stderr: Writer | None,
                    tty: bool = False, sizes: Iterator[tuple[int, int]] | None = None,
-                   transport: str = "spdy") -> int:
+                   transport: str = "spdy", protocols: tuple[str, ...] | None = None) -> int:
     """Run the exec/attach session at ``url``; returns the exit code (0 for an attach that ended).
 
     ``stdin()`` is called until it returns b""; ``sizes`` yields terminal sizes (width, height) to send,
-    blocking between them, while the session lasts."""
+    blocking between them, while the session lasts. ``protocols`` narrows what is offered (tests of the
+    older versions)."""
     conn: Any
     if transport == "websocket":
-        conn, protocol = open_websocket(url, remotecommand.WEBSOCKET_PROTOCOLS)
+        conn, protocol = open_websocket(url, protocols or remotecommand.WEBSOCKET_PROTOCOLS)
     else:
-        conn, protocol = open_spdy(url, remotecommand.SPDY_PROTOCOLS)
+        conn, protocol = open_spdy(url, protocols or remotecommand.SPDY_PROTOCOLS)
+        protocol = protocol or remotecommand.V1   # no header: the original channel protocol
     try:
         names = ["error"]
         if stdin is not None:
