@@ -221,7 +221,7 @@ def main() -> int:
         subprocess.run(["sh", "-c", f"grep ' {work}' /proc/self/mountinfo | cut -d' ' -f5 | sort -r | "
                         "xargs -r -n1 umount -l"], check=False)
         shutil.rmtree(work, ignore_errors=True)
-        for cg in ("memory", "cpu", "cpuacct", "pids", "cpuset", "blkio", "hugetlb", "devices", "freezer"):
+        for cg in os.listdir("/sys/fs/cgroup"):   # every hierarchy (v1 controllers, systemd, unified)
             subprocess.run(["sh", "-c", f"find /sys/fs/cgroup/{cg}/k8sxtxbench -depth -type d -exec rmdir {{}} + "
                             "2>/dev/null"], check=False)
         subprocess.run(["nsenter", f"--net=/run/netns/{NETNS}", "--", "ip", "link", "del", "k8sxtxbb0"],
