@@ -109,6 +109,22 @@ def test_websocket_frames_and_close_signal() -> None:
         srv.close()
 
 
+def test_websocket_unread_channel_never_blocks() -> None:
+    a, b = socket.socketpair()
+    srv = websocket.WSConnection(a, remotecommand.V4, use={"stdout"})
+    cl = websocket.WSConnection(b, remotecommand.V4, client=True)
+    srv.start()
+    cl.start()
+    try:
+        for _ in range(300):   # more than a channel's queue holds: dropped, the reader goes on
+            cl.channel("stdin").write(b"ignored")
+        cl.channel("stdout").write(b"read")
+        assert srv.channel("stdout").read(timeout=5) == b"read"
+    finally:
+        cl.close()
+        srv.close()
+
+
 def test_resize_messages_and_status() -> None:
     sizes, rest = remotecommand.parse_sizes(b'{"Width":80,"Height":24}{"Width":100, "Height":30}{"Wid')
     assert sizes == [(80, 24), (100, 30)] and rest == b'{"Wid'

@@ -191,11 +191,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         self.close_connection = True
-        conn = websocket.WSConnection(self.connection, protocol)
+        need = remotecommand.expected_channels(target, protocol)
+        conn = websocket.WSConnection(self.connection, protocol, use=need)
         conn.start()
         pumps: list[threading.Thread] = []
         try:
-            need = remotecommand.expected_channels(target, protocol)
             channels = {name: conn.channel(name) for name in need}
             pumps = remotecommand.run_session(channels, target, protocol, conn.closed)
         finally:

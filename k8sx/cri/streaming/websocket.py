@@ -16,6 +16,7 @@ import queue
 import socket
 import struct
 import threading
+from collections.abc import Collection
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
@@ -59,6 +60,7 @@ class WSChannel:
         self._inbox: queue.Queue[bytes] = queue.Queue(maxsize=256)
         self.remote_closed = False
         self.local_closed = False
+        self.used = False   # data for a channel nobody reads is dropped, never queued
 
     def _eof(self) -> None:
         if not self.remote_closed:
@@ -90,11 +92,15 @@ class WSChannel:
 class WSConnection:
     """Channel-multiplexed WebSocket over an upgraded socket (``client`` masks what it sends)."""
 
-    def __init__(self, sock: socket.socket, protocol: str, client: bool = False) -> None:
+    def __init__(self, sock: socket.socket, protocol: str, client: bool = False,
+                 use: Collection[str] | None = None) -> None:
+        """``use``: the channels that will be read (data sent on others is dropped); None = all."""
         self.sock = sock
         self.client = client
         self.close_signal = protocol.startswith("v5.")
         self.channels = {n: WSChannel(self, n) for n in CHANNELS.values()}
+        for name, num in CHANNELS.items():
+            self.channels[num].used = use is None or name in use
         self._send_lock = threading.Lock()
         self.closed = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="ws-reader", daemon=True)
@@ -176,7 +182,7 @@ class WSConnection:
                         ch._eof()
                     continue
                 ch = self.channels.get(data[0])
-                if ch is not None and len(data) > 1 and not ch.remote_closed:
+                if ch is not None and ch.used and len(data) > 1 and not ch.remote_closed:
                     ch._inbox.put(data[1:])
         except (EOFError, OSError):
             pass
