@@ -18,7 +18,8 @@ kubeconfig pointing at it. On top of stock kmock it adds what clients that write
   and a JSON patch whose ``test`` op fails answers 422 (kopf's optimistic concurrency);
 * ``/api/v1/namespaces[/NAME]`` is understood (stock kmock answers 500) and ``default`` exists;
 * equality-based label selectors (``a=b``, ``a!=b``, ``a``, ``!a``) on lists and watches;
-* a watch ends after ``timeoutSeconds``;
+* a watch starts after the ``resourceVersion`` it is given, loses no change made while it starts, and
+  ends after ``timeoutSeconds``;
 * ``PUT`` on a named object replaces it (409 if its resourceVersion is not the stored one), and
   ``?dryRun=All`` answers without storing anything.
 
@@ -285,7 +286,7 @@ def emulator_class() -> type:
                                                  **{k: old[k] for k in ("uid", "creationTimestamp") if k in old}}}
                     self._objects[key].create(data)  # a new version of the object: the whole body
                     raw = self._objects[key].raw
-                await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+                    await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
                 if request.resource == crds:
                     self._register(raw)
                 return aiohttp.web.json_response(raw)
@@ -326,25 +327,51 @@ def emulator_class() -> type:
             return result
 
         async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+            """The objects changed since ``resourceVersion`` (all without one) as ADDED, then every change, with
+            none lost in between: the bus position is taken under the same lock as the snapshot. Stock kmock
+            replays every object even after a list, and kopf, handed an object it has already patched in its
+            old version, retries its finalizer patch, fails the resourceVersion test and waits forever."""
+            yield b""  # the headers go out now, even if nothing happens
             terms = parse_selector(request.params.get("labelSelector", ""))
             timeout = float(request.params.get("timeoutSeconds") or 0) or None
-            deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-            events = super()._serve_watch(request).__aiter__()
+            loop = asyncio.get_running_loop()
+            deadline = None if timeout is None else loop.time() + timeout
+            bus = self._buses[request.resource]
+
+            def wanted(obj: dict[str, Any]) -> bool:
+                meta = obj.get("metadata") or {}
+                return ((request.namespace is None or meta.get("namespace") == request.namespace)
+                        and (request.name is None or meta.get("name") == request.name)
+                        and selector_matches(terms, meta.get("labels")))
+
+            since = request.params.get("resourceVersion") or ""
+            since_rv = int(since) if since.isdigit() else 0  # "0" or none: the current state first
+
+            def changed_since(obj: dict[str, Any]) -> bool:
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                return not rv.isdigit() or int(rv) > since_rv
+
+            async with self._lock:
+                marker = await bus.mark()
+                current = [o.raw for (res, _, _), o in self._objects.items()
+                           if res == request.resource and not o.deleted and changed_since(o.raw)]
             try:
+                for obj in current:
+                    if wanted(obj):
+                        yield {"type": "ADDED", "object": obj}
+                events = bus.stream(since=marker).__aiter__()
                 while True:
-                    left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                    left = None if deadline is None else deadline - loop.time()
                     if left is not None and left <= 0:
                         return
                     try:
                         event = await asyncio.wait_for(events.__anext__(), left)
                     except (TimeoutError, StopAsyncIteration):
                         return
-                    if isinstance(event, dict) and not selector_matches(
-                            terms, ((event.get("object") or {}).get("metadata") or {}).get("labels")):
-                        continue
-                    yield event
+                    if isinstance(event, dict) and wanted(event.get("object") or {}):
+                        yield event
             finally:
-                await events.aclose()
+                await bus.unmark(marker)
 
     return Emulator
 

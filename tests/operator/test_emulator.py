@@ -109,3 +109,17 @@ def test_a_watch_ends_after_timeout_seconds_and_filters_by_label(api):
         events = [json.loads(line) for line in r.read().splitlines() if line.strip()]
     assert 0.9 < time.monotonic() - start < 5
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w1")]
+
+
+def test_a_watch_from_a_resource_version_skips_what_the_list_returned(api):
+    path = "/api/v1/namespaces/default/persistentvolumeclaims"
+    api.create(path, {"metadata": {"name": "old"}})
+    listed = api.request("GET", path)
+    api.create(path, {"metadata": {"name": "new"}})
+    rv = listed["metadata"]["resourceVersion"]
+    with urllib.request.urlopen(f"{api.url}{path}?watch=true&timeoutSeconds=1&resourceVersion={rv}", timeout=10) as r:
+        events = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "new")]
+    with urllib.request.urlopen(f"{api.url}{path}?watch=true&timeoutSeconds=1", timeout=10) as r:
+        events = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    assert sorted(e["object"]["metadata"]["name"] for e in events) == ["new", "old"]
