@@ -25,11 +25,10 @@ from typing import Any
 import yaml
 
 from k8sx.errors import K8sxError, UsageError
-from k8sx.operator import manifests, names
+from k8sx.operator import EXAMPLES, manifests, names
 
 LAYOUT = "k8sx.io/kopf/v1"
 MARKER_IMPORTS = "# +k8sx:scaffold:imports"
-EXAMPLES = ("appservice",)
 KOPF_PIN = "kopf==1.45.2"
 KMOCK_PIN = "kmock==0.8"
 

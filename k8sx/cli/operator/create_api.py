@@ -8,11 +8,9 @@ from typing import Annotated
 import typer
 
 from k8sx.cli.operator import app
+from k8sx.operator import EXAMPLES
 
-
-class Example(StrEnum):
-    appservice = "appservice"
-
+Example = StrEnum("Example", {name: name for name in EXAMPLES})  # type: ignore[misc]
 
 create = typer.Typer(help="Add to an operator project.", no_args_is_help=True)
 app.add_typer(create, name="create")
@@ -23,8 +21,9 @@ def create_api(
     group: Annotated[str, typer.Option("--group", help="API group, before the project's domain (e.g. app).")],
     version: Annotated[str, typer.Option("--version", help="API version (v1, v1beta1, ...).")],
     kind: Annotated[str, typer.Option("--kind", help="Kind, CamelCase (e.g. AppService).")],
-    example: Annotated[Example | None, typer.Option("--example", help="Start from an example instead of an empty "
-                                                "kind: appservice (a Deployment and a NodePort Service).")] = None,
+    example: Annotated[Example | None, typer.Option(  # type: ignore[valid-type]
+        "--example", help="Start from an example instead of an empty kind: appservice (a Deployment and a NodePort "
+                          "Service).")] = None,
     directory: Annotated[str, typer.Option("--dir", help="The project (where PROJECT is).")] = ".",
 ) -> None:
     """Add a kind: its pydantic model, CRD, kopf controller, sample, unit and end-to-end tests."""
