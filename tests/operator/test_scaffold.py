@@ -215,3 +215,18 @@ def test_the_generated_project_needs_no_k8sx_at_run_time(project):
                 text = read(os.path.join(root, name))
                 assert not re.search(r"^\s*(import k8sx|from k8sx[ .])", text, re.M), os.path.join(root, name)
     assert "k8sx operator manifests" in read(os.path.join(project, "Makefile"))
+
+
+def test_make_targets(project):
+    """``make manifests`` runs k8sx's generator; ``deploy`` puts IMG into the Deployment it applies."""
+    crd = os.path.join(project, "config/crd/bases/app.example.com_appservices.yaml")
+    os.remove(crd)
+    env = {**os.environ, "PATH": os.path.dirname(K8SX) + os.pathsep + os.environ.get("PATH", "")}
+    r = subprocess.run(["make", "-C", project, "manifests"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.exists(crd)
+    r = subprocess.run(["make", "-C", project, "-n", "deploy", "IMG=registry.example/op:v1"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "s|image: controller:latest|image: registry.example/op:v1|" in r.stdout
+    assert "kubectl apply -f config/crd/bases" in r.stdout and "kubectl apply -f config/rbac" in r.stdout
