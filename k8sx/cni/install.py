@@ -19,13 +19,12 @@ same file to Python. The file stays a valid Python script either way.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 
 from k8sx.errors import K8sxError
+from k8sx.native import compile_c
 
 # role (the reference plugin's name) -> module
 PLUGINS: dict[str, str] = {
@@ -73,26 +72,11 @@ def render(role: str, python: str | None = None, root: str | None = None, client
 
 def build_client(directory: str, python: str) -> str | None:
     """Compile the native client into ``directory``; None when no C compiler can (Python is used then)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None or any(c in python for c in '"\\\n'):
+    if any(c in python for c in '"\\\n'):
         return None
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugin_client.c")
-    dest = os.path.join(directory, CLIENT)
-    fd, tmp = tempfile.mkstemp(prefix=".k8sx-cc-", dir=directory)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, "-O2", "-o", tmp, f'-DK8SX_PYTHON="{python}"', source], capture_output=True,
-                              check=False, timeout=120)
-        if proc.returncode != 0:
-            return None
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-        return dest
-    except (OSError, subprocess.SubprocessError):
-        return None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    built, _ = compile_c(source, os.path.join(directory, CLIENT), [f'-DK8SX_PYTHON="{python}"'])
+    return built
 
 
 @dataclass

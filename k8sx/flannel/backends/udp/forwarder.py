@@ -20,13 +20,12 @@ import hashlib
 import ipaddress
 import logging
 import os
-import shutil
 import socket
 import struct
-import subprocess
-import tempfile
 import threading
 from typing import Any
+
+from k8sx.native import compile_c
 
 log = logging.getLogger(__name__)
 
@@ -172,19 +171,11 @@ def native_library() -> Any | None:
     directory = cache_dir()
     path = os.path.join(directory, f"flannel-udp-proxy-{digest}.so")
     if not os.path.exists(path):
-        cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None:
-            return None
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".so")
-        os.close(fd)
-        proc = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-pthread", "-o", tmp, _SOURCE],
-                              capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            os.unlink(tmp)
-            log.warning("cannot compile the udp proxy (%s); using the Python forwarder", proc.stderr.strip())
+        built, why = compile_c(_SOURCE, path, ["-shared", "-fPIC", "-pthread"])
+        if built is None:
+            log.warning("cannot compile the udp proxy (%s); using the Python forwarder", why)
             return None
-        os.rename(tmp, path)
     lib = ctypes.CDLL(path)
     lib.k8sx_udp_proxy.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_uint32]
     lib.k8sx_udp_proxy.restype = ctypes.c_int
