@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -417,3 +418,19 @@ def test_import_rejects_garbage(tmpdir_k8sxti, image_store):
     assert store_state(image_store) == EMPTY
     with pytest.raises(ImageNotFound):
         image_store.layers("sha256:" + "e" * 64)
+
+
+def test_snapshot_dir_spreads_new_snapshots(image_store):
+    """chattr +T on snapshots/ where the fs has it (ext4 here): new snapshots avoid just-freed inode groups."""
+    from k8sx.cri.images.snapshots import spread_subdirs
+
+    fs = subprocess.run(["stat", "-f", "-c", "%T", image_store.snapshots.dir], capture_output=True, text=True,
+                        check=True).stdout.strip()
+    attrs = subprocess.run(["lsattr", "-d", image_store.snapshots.dir], capture_output=True, text=True).stdout
+    if fs.startswith("ext"):
+        assert "T" in attrs.split()[0]
+    shm = tempfile.mkdtemp(prefix="k8sxtu-", dir="/dev/shm")  # tmpfs: no such attribute, no error either
+    try:
+        assert spread_subdirs(shm) is False
+    finally:
+        os.rmdir(shm)

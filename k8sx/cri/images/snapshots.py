@@ -6,19 +6,47 @@ these as ``lowerdir`` (the runtime mounts them). Keying by chain id (the diff id
 all below it) means two images sharing a base share its directories. A snapshot is built in a
 ``tmp-*`` directory and renamed into place, under a per-chain ``flock``; a ``tmp-*`` whose lock is
 free belongs to a dead process and is removed on open.
+
+The snapshots directory carries the ``T`` attribute (``chattr +T``, "top of directory hierarchies")
+where the filesystem knows it (ext2/3/4): each new snapshot is then placed in a block group with
+free inodes, instead of the parent's group. On an ext4 without a journal the inode allocator skips,
+one inode-table lookup each, every inode freed in the last minutes; a group holding the files of a
+just-removed image made each file creation of the next unpack pay for thousands of them (1.5 s of
+kernel time for 3,000 files instead of 0.06 s).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+import struct
 import uuid
 from collections.abc import Callable
 
 from k8sx.cri.images.content import flocked, fsync_dir
 from k8sx.cri.images.reference import validate_digest
+
+_LONG = struct.calcsize("l")
+FS_IOC_GETFLAGS = (2 << 30) | (_LONG << 16) | (ord("f") << 8) | 1  # _IOR('f', 1, long)
+FS_IOC_SETFLAGS = (1 << 30) | (_LONG << 16) | (ord("f") << 8) | 2  # _IOW('f', 2, long)
+FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirs(path: str) -> bool:
+    """Set the ``T`` attribute on directory ``path`` (see the module docstring); False where unsupported."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(4)))[0]
+        if not flags & FS_TOPDIR_FL:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_TOPDIR_FL))
+        return True
+    except OSError:  # not ext2/3/4 (tmpfs, overlayfs, xfs...): placement is the filesystem's business
+        return False
+    finally:
+        os.close(fd)
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -37,6 +65,7 @@ class SnapshotStore:
         self.lock_dir = os.path.join(root, "locks")
         os.makedirs(self.dir, exist_ok=True)
         os.makedirs(self.lock_dir, exist_ok=True)
+        spread_subdirs(self.dir)
 
     def _hex(self, chain_id: str) -> str:
         return validate_digest(chain_id).split(":", 1)[1]
