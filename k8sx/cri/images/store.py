@@ -380,8 +380,10 @@ class ImageStore:
             # all downloads first, then the unpacks: a blob's fsync during an unpack stalls its file
             # creations behind the journal commit (the way containerd orders it, too)
             paths = dict(zip(todo, pool.map(lambda i: blob(layers[i]), todo), strict=True))
-            list(pool.map(lambda i: self.snapshots.ensure(
-                chains[i], lambda dest: unpack_layer(paths[i], dest, diff_ids[i])), todo))
+        # the unpacks one after the other, as containerd applies them: in threads they fight for the GIL
+        # at every syscall (measured on 2 cores: ~10% more wall time and ~1.7x the CPU of serial unpacks)
+        for i in todo:
+            self.snapshots.ensure(chains[i], lambda dest, i=i: unpack_layer(paths[i], dest, diff_ids[i]))
 
         image_id = cfg_desc["digest"]
         # containerd's image size: every descriptor walked from the target (index included), config, layers
