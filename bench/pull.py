@@ -2,21 +2,21 @@
 
 Both pull the same image from the same loopback ``docker-registry`` (started here, as the tests do).
 containerd is a private instance (own root, state and socket under a ``k8sxti-bench-*`` temp dir,
-CRI plugin, overlayfs snapshotter, ``certs.d`` pointing at the registry) driven by ``crictl pull``;
-between rounds the image is removed with ``crictl rmi`` (containerd deletes content and snapshots
-synchronously). Each round pushes a new image (every layer different), so neither side reuses content
-or snapshots, and the two take turns going first. k8sx pulls into a fresh ``ImageStore`` in process
-(what ``k8sx runtime serve`` does for PullImage); crictl's own start-up (~20 ms) is inside containerd's
-figure. CPU seconds are printed too: the host is shared, and wall time follows everyone else's load.
+CRI plugin, overlayfs snapshotter, ``certs.d`` pointing at the registry) driven by ``crictl pull``.
+Each round pulls a new image (every layer different, all pushed before the first round), so neither
+side reuses content or snapshots, and the two take turns going first. Nothing is removed until the
+last round: on this host's journal-less ext4, files created within minutes of a big removal in the
+same inode group cost several times the kernel time (see :mod:`k8sx.cri.images.snapshots`), and
+whichever side's files landed there paid for the other's ``rmi`` (rounds of 1.1-2.1 s on either side).
+k8sx pulls into a fresh ``ImageStore`` in process (what ``k8sx runtime serve`` does for PullImage);
+crictl's own start-up (~20 ms) is inside containerd's figure. CPU seconds are printed too: the host
+is shared, and wall time follows everyone else's load.
 
     .venv/bin/python bench/pull.py [--rounds 5] [--spread-containerd]
 
-k8sx's snapshots directory carries ext4's ``T`` attribute (see :mod:`k8sx.cri.images.snapshots`): on
-this host's journal-less ext4, creating files in a block group whose inodes were freed in the last
-minutes (the previous round's ``rmi``/``rmtree``) costs several times the kernel time.
-``--spread-containerd`` gives containerd's overlayfs snapshots directory the same attribute, so both
-sides unpack into fresh groups and the ratio compares the unpackers alone; without it containerd runs
-as Debian ships it.
+k8sx's snapshots directory carries ext4's ``T`` attribute against that trap; ``--spread-containerd``
+gives containerd's overlayfs snapshots directory the same attribute (both sides then place their
+snapshots alike); without it containerd runs as Debian ships it.
 
 Prints the medians and the ratio k8sx/containerd (target <= 1.0x).
 """
@@ -119,12 +119,11 @@ def main() -> None:
             snaps = os.path.join(containerd.dir, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots")
             print(f"containerd snapshots directory spread (chattr +T): {spread_subdirs(snaps)}")
         ours, theirs, cpu_ours, cpu_theirs = [], [], [], []
-        for i in range(args.rounds):
-            img = make_image(work, i)
-            ref = registry.push(registry.repo("bench") + ":1", img)
-            if i == 0:
-                total = sum(b.size for b in img.layers)
-                print(f"image: {len(img.layers)} layers, {total / 1e6:.1f} MB compressed, a new one each round")
+        images = [make_image(work, i) for i in range(args.rounds)]
+        refs = [registry.push(registry.repo("bench") + f":{i}", img) for i, img in enumerate(images)]
+        total = sum(b.size for b in images[0].layers)
+        print(f"image: {len(images[0].layers)} layers, {total / 1e6:.1f} MB compressed, a new one each round")
+        for i, (img, ref) in enumerate(zip(images, refs, strict=True)):
 
             def theirs_pull(ref: str = ref) -> None:
                 c0, t0 = containerd_cpu(containerd), time.perf_counter()
@@ -141,8 +140,8 @@ def main() -> None:
 
             for run in (theirs_pull, ours_pull) if i % 2 == 0 else (ours_pull, theirs_pull):
                 run()
+        for ref in refs:
             containerd.crictl("rmi", ref)
-            shutil.rmtree(os.path.join(work, f"k8sx-{i}"))
         k, c = statistics.median(ours), statistics.median(theirs)
         print(f"k8sx ImageStore.pull : median {k * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in ours)})")
         print(f"containerd crictl pull: median {c * 1000:7.1f} ms  ({', '.join(f'{x * 1000:.0f}' for x in theirs)})")
