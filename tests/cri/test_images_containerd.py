@@ -31,16 +31,23 @@ def containerd(registry, tmp_path_factory):
         shutil.rmtree(work, ignore_errors=True)
 
 
+LAYER_MTIME = 1600000000  # every entry of the layers below; see tree()
+
+
 def ti(name, type_=tarfile.REGTYPE, **kw):
     t = tarfile.TarInfo(name)
-    t.type, t.mtime, t.mode = type_, 1600000000, kw.pop("mode", 0o644)
+    t.type, t.mtime, t.mode = type_, LAYER_MTIME, kw.pop("mode", 0o644)
     for k, v in kw.items():
         setattr(t, k, v)
     return t
 
 
 def tree(top):
-    """What a layer directory holds, in a comparable form."""
+    """What a layer directory holds, in a comparable form.
+
+    An mtime the layer did not set (a directory only implied by a deeper name, a whiteout device) is
+    the unpacker's clock: shown as "unpack time", since containerd's and ours straddle a second now and then.
+    """
     out = []
     for dirpath, dirnames, filenames in os.walk(top):
         for n in dirnames + filenames:
@@ -52,7 +59,8 @@ def tree(top):
                 if x.startswith(("user.", "trusted.overlay.opaque")):
                     xattrs[x] = os.getxattr(p, x, follow_symlinks=False)
             out.append((os.path.relpath(p, top), kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                        st.st_size if kind == stat.S_IFREG else 0, int(st.st_mtime), st.st_rdev,
+                        st.st_size if kind == stat.S_IFREG else 0,
+                        LAYER_MTIME if int(st.st_mtime) == LAYER_MTIME else "unpack time", st.st_rdev,
                         os.readlink(p) if kind == stat.S_IFLNK else "", st.st_nlink if kind == stat.S_IFREG else 0,
                         tuple(sorted(xattrs.items()))))
     return tuple(sorted(out))
