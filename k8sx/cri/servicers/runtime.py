@@ -166,6 +166,18 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
             raise not_found(f"{what}: container {ctr_id!r} not found")
         return ctr
 
+    def _containers_matching(self, db: Any, f: Any) -> list[ContainerRecord]:
+        """The containers a list filter's id, pod and label parts let through, refreshed from the runtime
+        (ListContainers and ListContainerStats share these rules; the state part is ListContainers' own)."""
+        out = []
+        for ctr in db.containers():
+            if f is not None and ((f.id and not ctr.id.startswith(f.id))
+                                  or (f.pod_sandbox_id and not ctr.pod_id.startswith(f.pod_sandbox_id))
+                                  or not labels_match(f.label_selector, ctr.labels)):
+                continue
+            out.append(self._refresh(ctr))
+        return out
+
     def _refresh(self, ctr: ContainerRecord) -> ContainerRecord:
         """Bring ``ctr`` up to date with conmon/runc (only while it may still change), saving what changed."""
         ctr = self._settle(ctr)
@@ -737,15 +749,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         db, _ = self._require()
         f = request.filter if request.HasField("filter") else None
         out = []
-        for ctr in db.containers():
-            if f is not None:
-                if f.id and not ctr.id.startswith(f.id):
-                    continue
-                if f.pod_sandbox_id and not ctr.pod_id.startswith(f.pod_sandbox_id):
-                    continue
-                if not labels_match(f.label_selector, ctr.labels):
-                    continue
-            ctr = self._refresh(ctr)
+        for ctr in self._containers_matching(db, f):
             if f is not None and f.HasField("state") and api_pb2.ContainerState.Value(ctr.state) != f.state.state:
                 continue
             out.append(api_pb2.Container(
@@ -904,17 +908,7 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     def ListContainerStats(self, request: Any, context: Any) -> Any:
         db, _ = self._require()
         f = request.filter if request.HasField("filter") else None
-        chosen = []
-        for ctr in db.containers():
-            if f is not None:
-                if f.id and not ctr.id.startswith(f.id):
-                    continue
-                if f.pod_sandbox_id and not ctr.pod_id.startswith(f.pod_sandbox_id):
-                    continue
-                if not labels_match(f.label_selector, ctr.labels):
-                    continue
-            chosen.append(self._refresh(ctr))
-        return api_pb2.ListContainerStatsResponse(stats=self._stats_of(chosen))
+        return api_pb2.ListContainerStatsResponse(stats=self._stats_of(self._containers_matching(db, f)))
 
     def _pod_stats(self, pod: PodRecord) -> Any:
         assert self.db is not None
