@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -68,6 +69,24 @@ def _link(msg: Any) -> Link:
     return Link(index=msg["index"], name=msg.get_attr("IFLA_IFNAME"), kind=kind,
                 mac=msg.get_attr("IFLA_ADDRESS") or "", mtu=msg.get_attr("IFLA_MTU") or 0,
                 master=msg.get_attr("IFLA_MASTER") or 0, flags=msg["flags"])
+
+
+@contextmanager
+def netlink_at_if_present(path: str) -> Iterator[Netlink | None]:
+    """A Netlink inside the namespace at ``path``, or None when that namespace is gone.
+
+    For teardown paths (CNI DEL and friends) that must succeed after the pod's namespace was deleted.
+    """
+    try:
+        fd = ns.open_netns(path)
+    except ns.NetnsNotFound:
+        yield None
+        return
+    try:
+        with Netlink(fd) as nl:
+            yield nl
+    finally:
+        os.close(fd)
 
 
 class Netlink:

@@ -27,7 +27,7 @@ from k8sx.cni.types import (
     convert_result,
 )
 from k8sx.net import iptables, ns, sysctl
-from k8sx.net.link import Link, NetError, Netlink
+from k8sx.net.link import Link, NetError, Netlink, netlink_at_if_present
 
 DEFAULT_BRIDGE = "cni0"
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
@@ -310,20 +310,13 @@ def cmd_del(args: CmdArgs) -> None:
         return
     ips: list[Any] = []
     try:
-        cfd = ns.open_netns(args.netns)
-    except ns.NetnsNotFound:
-        cfd = -1
-    if cfd >= 0:
-        try:
-            with Netlink(cfd) as nl:
-                link = nl.link(args.ifname)
-                if link is not None:
-                    ips = [a for a in nl.addresses(link.index) if not a.ip.is_link_local]
-                    nl.delete_link(link.index)
-        except NetError as exc:
-            raise _net_error(exc) from None
-        finally:
-            os.close(cfd)
+        with netlink_at_if_present(args.netns) as nl:
+            link = nl.link(args.ifname) if nl is not None else None
+            if link is not None:
+                ips = [a for a in nl.addresses(link.index) if not a.ip.is_link_local]
+                nl.delete_link(link.index)
+    except NetError as exc:
+        raise _net_error(exc) from None
     if conf.ipam_type and conf.ip_masq:
         if not ips and args.prev_result:
             prev = convert_result(args.prev_result, "1.1.0")

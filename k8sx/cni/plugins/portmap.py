@@ -17,8 +17,8 @@ from typing import Any
 
 from k8sx.cni.skel import CmdArgs
 from k8sx.cni.types import ERR_INTERNAL, ERR_INVALID_NETWORK_CONFIG, ERR_PLUGIN_NOT_AVAILABLE, CNIError, convert_result
-from k8sx.net import iptables, ns, sysctl
-from k8sx.net.link import NetError, Netlink
+from k8sx.net import iptables, sysctl
+from k8sx.net.link import NetError, Netlink, netlink_at_if_present
 
 TOP_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
@@ -244,23 +244,16 @@ def _families_for_del(args: CmdArgs) -> list[int]:
     ips = _container_ips(args)
     if ips:
         return sorted(ips)
-    if args.netns and os.path.exists(args.netns):  # still attached: ask the pod's interface
+    if args.netns:  # still attached: ask the pod's interface
         try:
-            fd = ns.open_netns(args.netns)
-        except ns.NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                with Netlink(fd) as nl:
-                    link = nl.link(args.ifname)
-                    if link is not None:
-                        fams = sorted({a.version for a in nl.addresses(link.index) if not a.ip.is_link_local})
-                        if fams:
-                            return fams
-            except NetError:
-                pass
-            finally:
-                os.close(fd)
+            with netlink_at_if_present(args.netns) as nl:
+                link = nl.link(args.ifname) if nl is not None else None
+                if link is not None:
+                    fams = sorted({a.version for a in nl.addresses(link.index) if not a.ip.is_link_local})
+                    if fams:
+                        return fams
+        except NetError:
+            pass
     return [4, 6] if os.path.exists("/proc/net/if_inet6") else [4]
 
 
